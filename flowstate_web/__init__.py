@@ -1,0 +1,63 @@
+"""flowstate-web: durable, explicit workflows for Flask-SQLAlchemy, with an operator's admin."""
+
+from __future__ import annotations
+
+from ._executor import prune_completed
+from .declare import Artefact, BoundArtefact, Prop, State, Transition, transition
+from .errors import (
+    CallbackError,
+    DefinitionError,
+    FlowNotFoundError,
+    FlowStateError,
+    GuardFailedError,
+    InvalidTransitionError,
+    PayloadValidationError,
+    UnknownArtefactError,
+    UnknownFlowTypeError,
+    UnknownStateError,
+)
+from .extension import FlowState, include_tables
+from .flow import Flow
+from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
+from .models import ArtefactRow, FlowRow, TransitionRow, metadata
+from .records import ArtefactEntry, HistoryEntry
+from .registry import find_flow_type, flow_types, get_flow_type
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Artefact",
+    "ArtefactEntry",
+    "ArtefactRow",
+    "ArtefactSpec",
+    "BoundArtefact",
+    "CallbackError",
+    "DefinitionError",
+    "Flow",
+    "FlowGraph",
+    "FlowNotFoundError",
+    "FlowRow",
+    "FlowState",
+    "FlowStateError",
+    "GuardFailedError",
+    "HistoryEntry",
+    "InvalidTransitionError",
+    "PayloadValidationError",
+    "Prop",
+    "PropSpec",
+    "State",
+    "StateSpec",
+    "Transition",
+    "TransitionRow",
+    "TransitionSpec",
+    "UnknownArtefactError",
+    "UnknownFlowTypeError",
+    "UnknownStateError",
+    "find_flow_type",
+    "flow_types",
+    "get_flow_type",
+    "include_tables",
+    "metadata",
+    "prune_completed",
+    "transition",
+]

@@ -1,0 +1,304 @@
+"""Where a transition is executed: lock, re-read, check, guard, validate, write, commit.
+
+Every write the engine makes to flows goes through this module, under the transaction
+rule stated in :mod:`flowstate_web._tx`.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import _values
+from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
+from .errors import (
+    FlowNotFoundError,
+    GuardFailedError,
+    InvalidTransitionError,
+    PayloadValidationError,
+)
+from .models import artefacts, flows, transitions
+from .records import HistoryEntry
+
+if TYPE_CHECKING:
+    from .declare import Transition
+    from .flow import Flow
+
+FlowT = TypeVar("FlowT", bound="Flow")
+T = TypeVar("T")
+
+#: Bounds on what an error state records, so one huge exception cannot bloat the history.
+MAX_ERROR_MESSAGE = 2000
+MAX_TRACEBACK = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Who ran a transition and why (recorded in its history row)."""
+
+    actor: str | None = None
+    reason: str | None = None
+    error: BaseException | None = None
+    meta: dict[str, Any] | None = None
+
+
+_NO_INFO = RunInfo()
+
+
+def now() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _own(session: Session, work: Callable[[], T]) -> T:
+    """Run ``work`` as its own transaction unless the caller began one."""
+    if caller_owns(session):
+        return work()
+    try:
+        result = work()
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    return result
+
+
+def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | None) -> FlowT:
+    """Insert a new flow of ``cls`` in its initial state after checking ``props``."""
+    clean = _check_props(cls, props)
+    sess = resolve_session(session)
+
+    def work() -> FlowT:
+        ts = now()
+        row = sess.execute(
+            insert(flows)
+            .values(
+                type=cls.type_name,
+                state=cls.initial_state,
+                errored=cls.initial_state in cls.error_states,
+                seq=0,
+                props=clean,
+                created_at=ts,
+                updated_at=ts,
+                state_entered_at=ts,
+            )
+            .returning(*flows.c)
+        ).one()
+        return cls(row, session)
+
+    return _own(sess, work)
+
+
+def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(props) - set(cls.prop_fields))
+    if unknown:
+        raise PayloadValidationError(
+            f"{cls.type_name}: unknown prop(s) {', '.join(unknown)}"
+            f" (declared: {', '.join(cls.prop_fields) or 'none'})"
+        )
+    clean: dict[str, Any] = {}
+    for name, prop in cls.prop_fields.items():
+        if name not in props:
+            if prop.required:
+                raise PayloadValidationError(f"{cls.type_name}: prop {name!r} is missing")
+            clean[name] = prop.default
+            continue
+        value = props[name]
+        if value is None:
+            raise PayloadValidationError(f"{cls.type_name}: prop {name!r} is None")
+        clean[name] = _values.check(
+            value, prop.runtime_type, what=f"{cls.type_name}: prop {name!r}"
+        )
+    return clean
+
+
+def _lock(sess: Session, flow: Flow) -> Any:
+    """Lock the flow's row for the rest of the transaction and return it, fresh."""
+    if sess.get_bind(clause=flows).dialect.name == "sqlite":
+        # SQLite has no row locks: a no-op UPDATE takes the database write lock first, so
+        # concurrent writers queue on busy_timeout instead of failing to upgrade a read lock.
+        stmt = update(flows).where(flows.c.id == flow.id).values(seq=flows.c.seq).returning(*flows.c)
+        return sess.execute(stmt).first()
+    return sess.execute(select(flows).where(flows.c.id == flow.id).with_for_update()).first()
+
+
+def execute(
+    flow: FlowT,
+    t: Transition[Any, Any, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    info: RunInfo = _NO_INFO,
+) -> HistoryEntry:
+    """Run transition ``t`` on ``flow`` atomically; see the module docstring for the steps."""
+    sess = resolve_session(flow._session)
+    cls = type(flow)
+    error = info.error
+    if error is None and t.target in cls.error_states:
+        error = sys.exception()  # called from an ``except`` block: record why it failed
+
+    def work() -> HistoryEntry:
+        row = _lock(sess, flow)
+        if row is None or row._mapping["type"] != cls.type_name:
+            raise FlowNotFoundError(cls.type_name, flow.id)
+        flow._load(row)
+        if flow.state not in t.sources:
+            raise InvalidTransitionError(
+                cls.type_name, flow.id, t.name, flow.state, t.sources, t.target
+            )
+        if t.guard is not None:
+            guard = getattr(flow, t.guard) if isinstance(t.guard, str) else t.guard
+            ok = guard() if isinstance(t.guard, str) else guard(flow)
+            if not ok:
+                raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
+        value = t.fn(flow, *args, **kwargs)
+        if t.persists is not None:
+            value = _values.check(
+                value,
+                cls.artefact_fields[t.persists].runtime_type,
+                what=f"{cls.type_name} #{flow.id}: artefact {t.persists!r} of {t.name!r}",
+            )
+        elif value is not None:
+            raise PayloadValidationError(
+                f"{cls.type_name}.{t.name} returned a value but persists no artefact"
+            )
+        return _write(sess, flow, t, value, info, error)
+
+    return _own(sess, work)
+
+
+def _write(
+    sess: Session,
+    flow: Flow,
+    t: Transition[Any, Any, Any],
+    value: Any,
+    info: RunInfo,
+    error: BaseException | None,
+) -> HistoryEntry:
+    cls = type(flow)
+    ts = now()
+    seq = flow.seq + 1
+    from_state = flow.state
+    entering_error = t.target in cls.error_states
+    err_type = err_msg = err_tb = None
+    if entering_error and error is not None:
+        err_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
+        err_msg = str(error)[:MAX_ERROR_MESSAGE]
+        err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
+    try:
+        tid = sess.execute(
+            insert(transitions)
+            .values(
+                flow_id=flow.id,
+                seq=seq,
+                name=t.name,
+                from_state=from_state,
+                to_state=t.target,
+                created_at=ts,
+                actor=info.actor,
+                reason=info.reason,
+                error_type=err_type,
+                error_message=err_msg,
+                error_traceback=err_tb,
+                meta=info.meta,
+            )
+            .returning(transitions.c.id)
+        ).scalar_one()
+    except IntegrityError as exc:
+        # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
+        raise InvalidTransitionError(
+            cls.type_name, flow.id, t.name, from_state, t.sources, t.target
+        ) from exc
+    values: dict[str, Any] = {
+        "state": t.target,
+        "seq": seq,
+        "errored": entering_error,
+        "updated_at": ts,
+        "state_entered_at": ts,
+    }
+    if entering_error:
+        values |= {"last_errored_at": ts, "last_error_type": err_type, "last_error_message": err_msg}
+    if t.target in cls.final_states:
+        values["completed_at"] = ts
+    sess.execute(update(flows).where(flows.c.id == flow.id).values(**values))
+    if t.persists is not None:
+        sess.execute(
+            insert(artefacts).values(
+                flow_id=flow.id, transition_id=tid, name=t.persists, payload=value, created_at=ts
+            )
+        )
+    if cls.destroy_on_complete and t.target in cls.final_states:
+        delete_rows(sess, [flow.id])
+    _apply(flow, values)
+    for cb in t.after:
+        fn = getattr(flow, cb) if isinstance(cb, str) else (lambda cb=cb: cb(flow))
+        defer_until_commit(sess, f"{cls.type_name}.{t.name} -> {getattr(fn, '__name__', cb)}", fn)
+    return HistoryEntry(
+        id=tid,
+        flow_id=flow.id,
+        seq=seq,
+        name=t.name,
+        from_state=from_state,
+        to_state=t.target,
+        created_at=ts,
+        actor=info.actor,
+        reason=info.reason,
+        error_type=err_type,
+        error_message=err_msg,
+        error_traceback=err_tb,
+        meta=info.meta,
+    )
+
+
+def _apply(flow: Flow, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if key != "errored":  # derived from the state on the object
+            setattr(flow, key, value)
+
+
+def delete_rows(sess: Session, ids: Iterable[int]) -> int:
+    """Delete flows ``ids`` with their history and artefacts (no reliance on FK cascades)."""
+    ids = list(ids)
+    if not ids:
+        return 0
+    sess.execute(delete(artefacts).where(artefacts.c.flow_id.in_(ids)))
+    sess.execute(delete(transitions).where(transitions.c.flow_id.in_(ids)))
+    return sess.execute(delete(flows).where(flows.c.id.in_(ids))).rowcount  # type: ignore[attr-defined, no-any-return]
+
+
+def delete_flows(session: AnySession | None, ids: Iterable[int]) -> int:
+    """Delete flows ``ids`` with their history, as its own transaction unless inside yours."""
+    sess = resolve_session(session)
+    return _own(sess, lambda: delete_rows(sess, ids))
+
+
+def prune_completed(
+    older_than: datetime,
+    *,
+    flow_type: str | None = None,
+    batch_size: int = 1000,
+    session: AnySession | None = None,
+) -> int:
+    """Delete flows completed before ``older_than`` in batches, one transaction each.
+
+    Returns how many flows were deleted.
+    """
+    sess = resolve_session(session)
+    total = 0
+    while True:
+        q = select(flows.c.id).where(flows.c.completed_at < older_than)
+        if flow_type is not None:
+            q = q.where(flows.c.type == flow_type)
+        ids = list(sess.execute(q.order_by(flows.c.completed_at).limit(batch_size)).scalars())
+        if not ids:
+            return total
+        total += delete_rows(sess, ids)
+        if not caller_owns(sess):
+            sess.commit()

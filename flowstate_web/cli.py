@@ -1,0 +1,47 @@
+"""``flask flowstate ...`` commands."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+from flask.cli import with_appcontext
+
+from ._executor import now, prune_completed
+from .registry import flow_types
+
+
+@click.group("flowstate")
+def flowstate_cli() -> None:
+    """Inspect and maintain flows."""
+
+
+@flowstate_cli.command("types")
+@with_appcontext
+def types_command() -> None:
+    """List the registered flow types."""
+    for name, cls in flow_types().items():
+        g = cls.graph()
+        click.echo(f"{name}: {len(g.states)} states, {len(g.transitions)} transitions")
+
+
+@flowstate_cli.command("prune")
+@click.option("--days", type=click.FloatRange(min=0), required=True, help="age of completion")
+@click.option("--type", "flow_type", default=None, help="only this flow type")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@with_appcontext
+def prune_command(days: float, flow_type: str | None, batch_size: int) -> None:
+    """Delete flows completed more than --days ago, in batches."""
+    n = prune_completed(now() - timedelta(days=days), flow_type=flow_type, batch_size=batch_size)
+    click.echo(f"pruned {n} completed flow(s)")
+
+
+def _attach_optional() -> None:
+    try:
+        from .diagrams.cli import diagram_command
+    except ImportError:  # pragma: no cover - the diagrams package ships with us
+        return
+    flowstate_cli.add_command(diagram_command, "diagram")
+
+
+_attach_optional()

@@ -1,0 +1,93 @@
+"""The flow_state gem's README example, in Python: fetch a third-party API, then save it.
+
+The README quotes this module; ``tests/test_example_flow.py`` runs it, failure and retries too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowstate_web import Artefact, Flow, Prop, State, transition
+from flowstate_web.demo import jobs
+
+
+class SyncThirdPartyApiFlow(Flow):
+    """Fetch a record from a third-party API, persist the response, save it locally."""
+
+    my_record_id = Prop(str)
+    third_party_id = Prop(str)
+
+    pending = State(initial=True)
+    picked = State()
+    fetching_third_party_api = State()
+    fetched_third_party_api = State()
+    failed_to_fetch_third_party_api = State(error=True)
+    saving_my_record = State()
+    saved_my_record = State()
+    failed_to_save_my_record = State(error=True)
+    completed = State(final=True)
+
+    third_party_api_response = Artefact(dict[str, Any])
+
+    @transition(source=pending, target=picked, after="enqueue_fetch")
+    def pick(self) -> None:
+        """Claim the flow and enqueue the fetch job."""
+
+    @transition(source=picked, target=fetching_third_party_api)
+    def start_third_party_api_request(self) -> None:
+        """Mark the API call as in progress."""
+
+    @transition(
+        source=fetching_third_party_api,
+        target=fetched_third_party_api,
+        persists=third_party_api_response,
+        after="enqueue_save",
+    )
+    def finish_third_party_api_request(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Store the API's response as an artefact and enqueue the save job."""
+        return result
+
+    @transition(source=fetching_third_party_api, target=failed_to_fetch_third_party_api)
+    def fail_third_party_api_request(self) -> None:
+        """Record that the API call failed (call it from ``except``: the error is kept)."""
+
+    @transition(
+        source=failed_to_fetch_third_party_api, target=picked, retry=True, after="enqueue_fetch"
+    )
+    def retry_fetch(self) -> None:
+        """Operator's retry: go back to picked and enqueue the fetch again."""
+
+    @transition(
+        source=fetched_third_party_api,
+        target=saving_my_record,
+        guard=lambda flow: flow.third_party_api_response.exists(),
+    )
+    def start_record_save(self) -> None:
+        """Start saving; refused unless a response was persisted."""
+
+    @transition(source=saving_my_record, target=saved_my_record, after="complete")
+    def finish_record_save(self) -> None:
+        """Mark the record saved; completion follows after commit."""
+
+    @transition(source=saving_my_record, target=failed_to_save_my_record)
+    def fail_record_save(self) -> None:
+        """Record that saving failed."""
+
+    @transition(
+        source=failed_to_save_my_record,
+        target=fetched_third_party_api,
+        retry=True,
+        after="enqueue_save",
+    )
+    def retry_save(self) -> None:
+        """Operator's retry: enqueue the save job again (the response is kept)."""
+
+    @transition(source=saved_my_record, target=completed)
+    def complete(self) -> None:
+        """Finish the flow."""
+
+    def enqueue_fetch(self) -> None:
+        jobs.enqueue("fetch_third_party", self.id)
+
+    def enqueue_save(self) -> None:
+        jobs.enqueue("save_local_record", self.id)
