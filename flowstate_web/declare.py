@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from ._values import base_type, type_name
+from ._values import type_name
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -73,7 +73,6 @@ class Prop(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
         self.owner_name = owner.__name__
-        self.runtime_type = base_type(self.declared, owner=owner.__name__, name=name)
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Prop[T]: ...
@@ -107,7 +106,6 @@ class Artefact(Generic[T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
-        self.runtime_type = base_type(self.declared, owner=owner.__name__, name=name)
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Artefact[T]: ...

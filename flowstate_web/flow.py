@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Self
 from sqlalchemy import Row, Select, select
 
 from . import _executor, registry
+from ._values import base_type
 from ._tx import AnySession, resolve_session
 from .declare import Artefact, Prop, State, Transition
 from .errors import DefinitionError, FlowNotFoundError, FlowStateError, UnknownArtefactError
@@ -169,6 +170,11 @@ class Flow(metaclass=_FlowMeta):
         return self.state in self.error_states
 
     @property
+    def state_declared(self) -> bool:
+        """Return whether the stored state is still declared on the class."""
+        return self.state in self.states
+
+    @property
     def completed(self) -> bool:
         """Return whether the current state is a final state."""
         return self.state in self.final_states
@@ -258,6 +264,8 @@ class Flow(metaclass=_FlowMeta):
 
 def _validate(cls: type[Flow]) -> None:
     where = cls.__qualname__
+    for name, field in (cls.prop_fields | cls.artefact_fields).items():
+        field.runtime_type = base_type(field.declared, owner=where, name=name)
     if not cls.states:
         raise DefinitionError(f"{where}: declare at least one State")
     initials = [n for n, s in cls.states.items() if s.initial]

@@ -51,3 +51,16 @@ def get_flow_type(name: str) -> type[Flow]:
 def find_flow_type(name: str) -> type[Flow] | None:
     """Return the flow class called ``name``, or ``None`` when it is not defined (any more)."""
     return _types.get(name)
+
+
+def row_problem(type_name: str, state: str) -> str | None:
+    """Say what is wrong with a stored (type, state) pair, or ``None`` when both are declared.
+
+    Listings use this to flag rows whose class or state no longer exists instead of failing.
+    """
+    cls = _types.get(type_name)
+    if cls is None:
+        return f"flow type {type_name!r} is not defined in this process"
+    if state not in cls.states:
+        return f"state {state!r} is not declared on {cls.__qualname__}"
+    return None
