@@ -127,7 +127,7 @@ class BoundArtefact(Generic[T]):
     def latest(self) -> T | None:
         """Return the payload of the newest version, or ``None`` if none was persisted."""
         entry = self._flow.latest_artefact(self.name)
-        return None if entry is None else entry.payload  # type: ignore[no-any-return]
+        return None if entry is None else entry.payload
 
     def versions(self) -> list[ArtefactEntry]:
         """Return every persisted version, oldest first."""

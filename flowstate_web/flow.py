@@ -175,8 +175,8 @@ class Flow(metaclass=_FlowMeta):
         return self.state in self.states
 
     @property
-    def completed(self) -> bool:
-        """Return whether the current state is a final state."""
+    def is_final(self) -> bool:
+        """Return whether the current state is a final state (the flow is complete)."""
         return self.state in self.final_states
 
     def available_transitions(self) -> tuple[TransitionSpec, ...]:
@@ -262,8 +262,16 @@ class Flow(metaclass=_FlowMeta):
         return (ArtefactEntry.from_row(r) for r in sess.execute(q))
 
 
+_RESERVED = frozenset(
+    name for name in dir(Flow) if not name.startswith("__")
+) | set(Flow.__annotations__)
+
+
 def _validate(cls: type[Flow]) -> None:
     where = cls.__qualname__
+    for name in cls.states | cls.prop_fields | cls.artefact_fields | cls.transition_fields:
+        if name in _RESERVED:
+            raise DefinitionError(f"{where}: {name!r} is reserved by Flow; choose another name")
     for name, field in (cls.prop_fields | cls.artefact_fields).items():
         field.runtime_type = base_type(field.declared, owner=where, name=name)
     if not cls.states:

@@ -9,7 +9,7 @@ autogenerate see them without any extra set-up.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -127,6 +128,6 @@ class ArtefactRow(Base):
     )
 
 
-flows = FlowRow.__table__
-transitions = TransitionRow.__table__
-artefacts = ArtefactRow.__table__
+flows = cast(Table, FlowRow.__table__)
+transitions = cast(Table, TransitionRow.__table__)
+artefacts = cast(Table, ArtefactRow.__table__)

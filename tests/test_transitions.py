@@ -37,7 +37,7 @@ def test_happy_path_writes_history_in_order(app: Any) -> None:
     fresh = Order.get(flow.id)
     assert fresh.state == "done" and fresh.seq == 3
     assert [(h.seq, h.name) for h in fresh.history()] == [(1, "pay"), (2, "ship"), (3, "finish")]
-    assert fresh.completed_at is not None and fresh.completed
+    assert fresh.completed_at is not None and fresh.is_final
 
 
 def test_invalid_source_state_is_refused_and_names_everything(app: Any, db: SQLAlchemy) -> None:

@@ -1,0 +1,130 @@
+"""The README's example (the gem's SyncThirdPartyApiFlow) run end to end with its jobs.
+
+The jobs here are the README's: they follow the gem's pattern (start, call, finish;
+on error, fail from ``except`` and re-raise), driven by a queue drained in the test.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flowstate_web import GuardFailedError
+from flowstate_web.demo import jobs
+from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
+
+queue: deque[tuple[str, int]] = deque()
+
+
+@pytest.fixture(autouse=True)
+def _queue() -> Iterator[None]:
+    previous = jobs.use(lambda job, flow_id: queue.append((job, flow_id)))
+    queue.clear()
+    yield
+    jobs.use(previous)
+
+
+class FakeApi:
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def fetch(self, third_party_id: str) -> dict[str, Any]:
+        if self.fail:
+            raise TimeoutError(f"third party {third_party_id} timed out")
+        return {"id": third_party_id, "name": "Widget"}
+
+
+saved: dict[str, dict[str, Any]] = {}
+
+
+def fetch_third_party(flow_id: int, api: FakeApi) -> None:
+    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow.start_third_party_api_request()
+    try:
+        response = api.fetch(flow.third_party_id)
+        flow.finish_third_party_api_request(response)
+    except Exception:
+        flow.fail_third_party_api_request()
+        raise
+
+
+def save_local_record(flow_id: int) -> None:
+    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow.start_record_save()
+    try:
+        saved[flow.my_record_id] = flow.third_party_api_response.latest() or {}
+        flow.finish_record_save()
+    except Exception:
+        flow.fail_record_save()
+        raise
+
+
+def drain(api: FakeApi) -> None:
+    while queue:
+        job, flow_id = queue.popleft()
+        if job == "fetch_third_party":
+            try:
+                fetch_third_party(flow_id, api)
+            except TimeoutError:
+                pass  # the job failed; the flow is in its error state
+        else:
+            save_local_record(flow_id)
+
+
+def test_happy_path_completes(app: Any) -> None:
+    flow = SyncThirdPartyApiFlow.create(my_record_id="rec-1", third_party_id="tp-1")
+    flow.pick()
+    assert queue == deque([("fetch_third_party", flow.id)])
+    drain(FakeApi(fail=False))
+    done = SyncThirdPartyApiFlow.get(flow.id)
+    assert done.state == "completed" and done.completed_at is not None
+    assert saved["rec-1"] == {"id": "tp-1", "name": "Widget"}
+    names = [h.name for h in done.history()]
+    assert names == [
+        "pick",
+        "start_third_party_api_request",
+        "finish_third_party_api_request",
+        "start_record_save",
+        "finish_record_save",
+        "complete",
+    ]
+    response = done.third_party_api_response.versions()
+    assert len(response) == 1
+    assert response[0].transition_id == done.history()[2].id
+
+
+def test_failure_then_operator_retry_completes(app: Any) -> None:
+    flow = SyncThirdPartyApiFlow.create(my_record_id="rec-2", third_party_id="tp-2")
+    flow.pick()
+    drain(FakeApi(fail=True))
+    failed = SyncThirdPartyApiFlow.get(flow.id)
+    assert failed.errored and failed.state == "failed_to_fetch_third_party_api"
+    assert failed.last_error_type == "TimeoutError"
+    assert failed.last_error_message == "third party tp-2 timed out"
+    assert [t.name for t in failed.retry_transitions()] == ["retry_fetch"]
+    failed.retry(actor="ops@example.com", reason="vendor fixed their API")
+    assert queue == deque([("fetch_third_party", flow.id)])
+    drain(FakeApi(fail=False))
+    done = SyncThirdPartyApiFlow.get(flow.id)
+    assert done.state == "completed" and not done.errored
+    assert done.last_errored_at is not None
+    retry = next(h for h in done.history() if h.name == "retry_fetch")
+    assert (retry.actor, retry.reason) == ("ops@example.com", "vendor fixed their API")
+
+
+def test_save_guard_needs_the_persisted_response(app: Any, db: Any) -> None:
+    from sqlalchemy import update
+
+    from flowstate_web.models import flows
+
+    flow = SyncThirdPartyApiFlow.create(my_record_id="rec-3", third_party_id="tp-3")
+    # Force the state without an artefact, as a buggy writer might.
+    db.session.execute(
+        update(flows).where(flows.c.id == flow.id).values(state="fetched_third_party_api")
+    )
+    db.session.commit()
+    with pytest.raises(GuardFailedError, match="start_record_save"):
+        flow.start_record_save()
