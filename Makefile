@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh Debian machine with only Python:
+#   make run    the admin with its live demo (http://127.0.0.1:8000)
+#   make test   lint, types and every test (PostgreSQL at 127.0.0.1:5432 required in CI)
+.PHONY: run test lint bench venv
+
+PY := .venv/bin/python
+
+venv:
+	scripts/bootstrap.sh run
+
+run: venv
+	.venv/bin/flowstate-web demo
+
+test:
+	scripts/bootstrap.sh test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+	$(PY) -m pytest
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench:
+	$(PY) bench/bench_transitions.py
