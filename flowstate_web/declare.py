@@ -213,7 +213,9 @@ class Transition(Generic[F, P, R]):
     @property
     def after_names(self) -> tuple[str, ...]:
         """Return the callbacks' names."""
-        return tuple(a if isinstance(a, str) else getattr(a, "__name__", "callback") for a in self.after)
+        return tuple(
+            a if isinstance(a, str) else getattr(a, "__name__", "callback") for a in self.after
+        )
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Transition[F, P, R]: ...

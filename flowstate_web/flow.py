@@ -10,8 +10,8 @@ from typing import Any, ClassVar, Self
 from sqlalchemy import Row, Select, select
 
 from . import _executor, registry
-from ._values import base_type
 from ._tx import AnySession, resolve_session
+from ._values import base_type
 from .declare import Artefact, Prop, State, Transition
 from .errors import DefinitionError, FlowNotFoundError, FlowStateError, UnknownArtefactError
 from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
@@ -262,9 +262,9 @@ class Flow(metaclass=_FlowMeta):
         return (ArtefactEntry.from_row(r) for r in sess.execute(q))
 
 
-_RESERVED = frozenset(
-    name for name in dir(Flow) if not name.startswith("__")
-) | set(Flow.__annotations__)
+_RESERVED = frozenset(name for name in dir(Flow) if not name.startswith("__")) | set(
+    Flow.__annotations__
+)
 
 
 def _validate(cls: type[Flow]) -> None:
@@ -299,8 +299,11 @@ def _validate(cls: type[Flow]) -> None:
                     f"{where}.{name}: a retry transition must leave an error state"
                 )
             params = list(inspect.signature(t.fn).parameters.values())[1:]
-            if any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
-                                                       p.KEYWORD_ONLY) for p in params):
+            if any(
+                p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                for p in params
+            ):
                 raise DefinitionError(
                     f"{where}.{name}: a retry transition cannot take required arguments"
                     " (operators run it from the admin with none)"

@@ -67,7 +67,9 @@ def test_sixteen_workers_one_winner(engine: Engine) -> None:
         assert sorted(outcomes) == ["invalid"] * (WORKERS - 1) + ["ok"], outcomes
         with Session(engine) as s:
             n = s.scalar(
-                select(func.count()).select_from(transitions).where(transitions.c.flow_id == flow_id)
+                select(func.count())
+                .select_from(transitions)
+                .where(transitions.c.flow_id == flow_id)
             )
             assert n == 1
             assert Order.get(flow_id, session=s).state == "paid"

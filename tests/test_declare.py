@@ -50,24 +50,40 @@ def test_initial_defaults_to_first_declared() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("x = State()\n@transition(source='nope', target=x)\ndef go(self): pass", "unknown state 'nope'"),
-        ("x = State()\n@transition(source=x, target='gone')\ndef go(self): pass", "unknown state 'gone'"),
+        (
+            "x = State()\n@transition(source='nope', target=x)\ndef go(self): pass",
+            "unknown state 'nope'",
+        ),
+        (
+            "x = State()\n@transition(source=x, target='gone')\ndef go(self): pass",
+            "unknown state 'gone'",
+        ),
         ("x = State()\nx = State()", "'x' is declared twice"),
         (
             "x = State()\n@transition(source=x, target=x)\ndef go(self): pass\n"
             "@transition(source=x, target=x)\ndef go(self): pass",
             "'go' is declared twice",
         ),
-        ("x = State()\n@transition(source=x, target=x, persists='nothing')\ndef go(self): pass",
-         "undeclared artefact 'nothing'"),
-        ("x = State()\n@transition(source=x, target=x, after='missing')\ndef go(self): pass",
-         "'missing' is not a method"),
+        (
+            "x = State()\n@transition(source=x, target=x, persists='nothing')\ndef go(self): pass",
+            "undeclared artefact 'nothing'",
+        ),
+        (
+            "x = State()\n@transition(source=x, target=x, after='missing')\ndef go(self): pass",
+            "'missing' is not a method",
+        ),
         ("x = State(initial=True)\ny = State(initial=True)", "more than one initial state"),
         ("x = State(error=True, final=True)", "both error and final"),
-        ("x = State()\ne = State(error=True)\n@transition(source=x, target=e, retry=True)\n"
-         "def go(self): pass", "must leave an error state"),
-        ("x = State()\ne = State(error=True)\n@transition(source=e, target=x, retry=True)\n"
-         "def go(self, why): pass", "cannot take required arguments"),
+        (
+            "x = State()\ne = State(error=True)\n@transition(source=x, target=e, retry=True)\n"
+            "def go(self): pass",
+            "must leave an error state",
+        ),
+        (
+            "x = State()\ne = State(error=True)\n@transition(source=e, target=x, retry=True)\n"
+            "def go(self, why): pass",
+            "cannot take required arguments",
+        ),
         ("import datetime\nwhen = Prop(datetime.datetime)", "cannot be stored in JSON"),
         ("x = State()\nthing = Artefact(set)", "cannot be stored in JSON"),
         ("pass", "declare at least one State"),
@@ -77,8 +93,13 @@ def test_bad_declarations_fail_at_definition(body: str, message: str) -> None:
     src = "class Broken(Flow, type_name='tests.Broken'):\n" + "\n".join(
         "    " + line for line in body.splitlines()
     )
-    namespace = {"Flow": Flow, "State": State, "Prop": Prop, "Artefact": Artefact,
-                 "transition": transition}
+    namespace = {
+        "Flow": Flow,
+        "State": State,
+        "Prop": Prop,
+        "Artefact": Artefact,
+        "transition": transition,
+    }
     with pytest.raises(DefinitionError, match="Broken") as info:
         exec(src, namespace)
     assert message in str(info.value)
@@ -86,7 +107,7 @@ def test_bad_declarations_fail_at_definition(body: str, message: str) -> None:
 
 
 def test_type_name_collision_is_refused() -> None:
-    with pytest.raises(DefinitionError, match="tests.Order"):
+    with pytest.raises(DefinitionError, match=r"tests\.Order"):
 
         class Order(Flow, type_name="tests.Order"):  # another class, same stored name
             a = State()

@@ -53,9 +53,12 @@ def test_prune_removes_only_old_completed_flows_in_batches(app: Any, db: SQLAlch
         select(func.count()).select_from(transitions).where(transitions.c.flow_id.in_(old))
     )
     assert orphans == 0
-    assert db.session.scalar(
-        select(func.count()).select_from(artefacts).where(artefacts.c.flow_id.in_(old))
-    ) == 0
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(artefacts).where(artefacts.c.flow_id.in_(old))
+        )
+        == 0
+    )
 
 
 def test_prune_cli(app: Any, db: SQLAlchemy) -> None:

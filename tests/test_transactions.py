@@ -62,7 +62,11 @@ def test_inside_caller_transaction_waits_for_outer_commit(app: Any, db: SQLAlche
     with db.session.begin():
         flow.pay({})
         assert test_flows.calls == []
-        assert visible_state_elsewhere(db, flow.id) == "new" if db.engine.dialect.name == "postgresql" else True
+        assert (
+            visible_state_elsewhere(db, flow.id) == "new"
+            if db.engine.dialect.name == "postgresql"
+            else True
+        )
     assert test_flows.calls == [("paid", flow.id)]
     assert visible_state_elsewhere(db, flow.id) == "paid"
 

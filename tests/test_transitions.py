@@ -1,4 +1,4 @@
-"""Running transitions: from-state checks, guards, history, errors recorded, nothing half-written."""
+"""Running transitions: source checks, guards, history, errors recorded, no half writes."""
 
 from __future__ import annotations
 
@@ -120,7 +120,11 @@ def test_explicit_error_actor_reason_meta_are_recorded(app: Any) -> None:
     entry = flow.retry(actor="alice", reason="api is back")
     history = Order.get(flow.id).history()
     assert history[0].error_message is not None and len(history[0].error_message) == 2000
-    assert (history[0].actor, history[0].reason, history[0].meta) == ("worker-1", "timeout", {"try": 3})
+    assert (history[0].actor, history[0].reason, history[0].meta) == (
+        "worker-1",
+        "timeout",
+        {"try": 3},
+    )
     assert (entry.actor, entry.reason, entry.name) == ("alice", "api is back", "retry_payment")
     assert (history[1].actor, history[1].reason) == ("alice", "api is back")
 
@@ -146,7 +150,7 @@ def test_retry_refuses_non_retry_and_ambiguous(app: Any) -> None:
 
 
 def test_unknown_flow_and_wrong_type(app: Any, db: SQLAlchemy) -> None:
-    with pytest.raises(FlowNotFoundError, match="tests.Order #999 does not exist"):
+    with pytest.raises(FlowNotFoundError, match=r"tests\.Order #999 does not exist"):
         Order.get(999)
     from tests.flows import Disposable
 
@@ -159,8 +163,14 @@ def test_unique_seq_backs_the_lock(app: Any, db: SQLAlchemy) -> None:
     """Even a writer that bypasses the engine cannot add a second transition for one step."""
     flow = new_order()
     flow.pay({})
-    row = {"flow_id": flow.id, "seq": 1, "name": "x", "from_state": "new", "to_state": "paid",
-           "created_at": flow.created_at}
+    row = {
+        "flow_id": flow.id,
+        "seq": 1,
+        "name": "x",
+        "from_state": "new",
+        "to_state": "paid",
+        "created_at": flow.created_at,
+    }
     from sqlalchemy.exc import IntegrityError
 
     with pytest.raises(IntegrityError):

@@ -9,7 +9,7 @@ import pytest
 
 mypy_api = pytest.importorskip("mypy.api", reason="mypy is a dev dependency")
 
-USER_CODE = '''
+USER_CODE = """
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
 
 def use(flow: SyncThirdPartyApiFlow) -> None:
@@ -18,7 +18,7 @@ def use(flow: SyncThirdPartyApiFlow) -> None:
     reveal_type(flow.pick())
     wrong: int = flow.third_party_id
     flow.finish_third_party_api_request("not a dict")
-'''
+"""
 
 
 def test_mypy_strict_sees_real_types(tmp_path: Path) -> None:
@@ -30,6 +30,9 @@ def test_mypy_strict_sees_real_types(tmp_path: Path) -> None:
     assert status == 1, out + err
     revealed = re.findall(r'Revealed type is "([^"]+)"', out.replace("builtins.", ""))
     assert revealed == ["str", "dict[str, Any] | None", "flowstate_web.records.HistoryEntry"]
-    assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in out
+    assert (
+        'Incompatible types in assignment (expression has type "str", variable has type "int")'
+        in out
+    )
     assert 'Argument 1 has incompatible type "str"; expected "dict[str, Any]"' in out
     assert out.count("error:") == 2, out
