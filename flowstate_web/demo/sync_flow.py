@@ -60,7 +60,7 @@ class SyncThirdPartyApiFlow(Flow):
     @transition(
         source=fetched_third_party_api,
         target=saving_my_record,
-        guard=lambda flow: flow.third_party_api_response.exists(),
+        guard="has_response",
     )
     def start_record_save(self) -> None:
         """Start saving; refused unless a response was persisted."""
@@ -85,6 +85,9 @@ class SyncThirdPartyApiFlow(Flow):
     @transition(source=saved_my_record, target=completed)
     def complete(self) -> None:
         """Finish the flow."""
+
+    def has_response(self) -> bool:
+        return self.third_party_api_response.exists()
 
     def enqueue_fetch(self) -> None:
         jobs.enqueue("fetch_third_party", self.id)
