@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,25 @@ class RunInfo:
 
 _NO_INFO = RunInfo()
 
+# The hot path's statements, built once: constructing Core statements with literal values
+# on every call (and hashing them into a compiled-cache key) cost more than the database
+# work itself. Values are bound per execution; SQLAlchemy memoizes each statement's cache
+# key and caches its compiled form, so a transition only binds parameters.
+_INSERT_FLOW = insert(flows).returning(*flows.c)
+#: SQLite has no row locks: a no-op UPDATE takes the database write lock first, so
+#: concurrent writers queue on busy_timeout instead of failing to upgrade a read lock.
+_LOCK_SQLITE = (
+    update(flows)
+    .where(flows.c.id == bindparam("flow_id"))
+    .values(seq=flows.c.seq)
+    .returning(*flows.c)
+)
+_LOCK_FOR_UPDATE = select(flows).where(flows.c.id == bindparam("flow_id")).with_for_update()
+_INSERT_TRANSITION = insert(transitions).returning(transitions.c.id)
+#: Executed with the changed columns as parameters (they become the SET clause) + flow_id.
+_UPDATE_FLOW = update(flows).where(flows.c.id == bindparam("flow_id"))
+_INSERT_ARTEFACT = insert(artefacts)
+
 
 def now() -> datetime:
     """Return the current time, aware, in UTC."""
@@ -79,18 +98,17 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
     def work() -> FlowT:
         ts = now()
         row = sess.execute(
-            insert(flows)
-            .values(
-                type=cls.type_name,
-                state=cls.initial_state,
-                errored=cls.initial_state in cls.error_states,
-                seq=0,
-                props=clean,
-                created_at=ts,
-                updated_at=ts,
-                state_entered_at=ts,
-            )
-            .returning(*flows.c)
+            _INSERT_FLOW,
+            {
+                "type": cls.type_name,
+                "state": cls.initial_state,
+                "errored": cls.initial_state in cls.error_states,
+                "seq": 0,
+                "props": clean,
+                "created_at": ts,
+                "updated_at": ts,
+                "state_entered_at": ts,
+            },
         ).one()
         return cls(row, session)
 
@@ -122,12 +140,9 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
 
 def _lock(sess: Session, flow: Flow) -> Any:
     """Lock the flow's row for the rest of the transaction and return it, fresh."""
-    if sess.get_bind(clause=flows).dialect.name == "sqlite":
-        # SQLite has no row locks: a no-op UPDATE takes the database write lock first, so
-        # concurrent writers queue on busy_timeout instead of failing to upgrade a read lock.
-        stmt = update(flows).where(flows.c.id == flow.id).values(seq=flows.c.seq).returning(*flows.c)
-        return sess.execute(stmt).first()
-    return sess.execute(select(flows).where(flows.c.id == flow.id).with_for_update()).first()
+    sqlite = sess.get_bind(clause=flows).dialect.name == "sqlite"
+    stmt = _LOCK_SQLITE if sqlite else _LOCK_FOR_UPDATE
+    return sess.execute(stmt, {"flow_id": flow.id}).first()
 
 
 def execute(
@@ -154,8 +169,7 @@ def execute(
                 cls.type_name, flow.id, t.name, flow.state, t.sources, t.target
             )
         if t.guard is not None:
-            guard = getattr(flow, t.guard) if isinstance(t.guard, str) else t.guard
-            ok = guard() if isinstance(t.guard, str) else guard(flow)
+            ok = getattr(flow, t.guard)() if isinstance(t.guard, str) else t.guard(flow)
             if not ok:
                 raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
         value = t.fn(flow, *args, **kwargs)
@@ -186,7 +200,9 @@ def _write(
     ts = now()
     seq = flow.seq + 1
     from_state = flow.state
-    entering_error = t.target in cls.error_states
+    target = t.target
+    persists = t.persists
+    entering_error = target in cls.error_states
     err_type = err_msg = err_tb = None
     if entering_error and error is not None:
         err_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
@@ -194,47 +210,55 @@ def _write(
         err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
     try:
         tid = sess.execute(
-            insert(transitions)
-            .values(
-                flow_id=flow.id,
-                seq=seq,
-                name=t.name,
-                from_state=from_state,
-                to_state=t.target,
-                created_at=ts,
-                actor=info.actor,
-                reason=info.reason,
-                error_type=err_type,
-                error_message=err_msg,
-                error_traceback=err_tb,
-                meta=info.meta,
-            )
-            .returning(transitions.c.id)
+            _INSERT_TRANSITION,
+            {
+                "flow_id": flow.id,
+                "seq": seq,
+                "name": t.name,
+                "from_state": from_state,
+                "to_state": target,
+                "created_at": ts,
+                "actor": info.actor,
+                "reason": info.reason,
+                "error_type": err_type,
+                "error_message": err_msg,
+                "error_traceback": err_tb,
+                "meta": info.meta,
+            },
         ).scalar_one()
     except IntegrityError as exc:
         # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
         raise InvalidTransitionError(
-            cls.type_name, flow.id, t.name, from_state, t.sources, t.target
+            cls.type_name, flow.id, t.name, from_state, t.sources, target
         ) from exc
     values: dict[str, Any] = {
-        "state": t.target,
+        "state": target,
         "seq": seq,
         "errored": entering_error,
         "updated_at": ts,
         "state_entered_at": ts,
     }
     if entering_error:
-        values |= {"last_errored_at": ts, "last_error_type": err_type, "last_error_message": err_msg}
-    if t.target in cls.final_states:
+        values |= {
+            "last_errored_at": ts,
+            "last_error_type": err_type,
+            "last_error_message": err_msg,
+        }
+    if target in cls.final_states:
         values["completed_at"] = ts
-    sess.execute(update(flows).where(flows.c.id == flow.id).values(**values))
-    if t.persists is not None:
+    sess.execute(_UPDATE_FLOW, {**values, "flow_id": flow.id})
+    if persists is not None:
         sess.execute(
-            insert(artefacts).values(
-                flow_id=flow.id, transition_id=tid, name=t.persists, payload=value, created_at=ts
-            )
+            _INSERT_ARTEFACT,
+            {
+                "flow_id": flow.id,
+                "transition_id": tid,
+                "name": persists,
+                "payload": value,
+                "created_at": ts,
+            },
         )
-    if cls.destroy_on_complete and t.target in cls.final_states:
+    if cls.destroy_on_complete and target in cls.final_states:
         delete_rows(sess, [flow.id])
     _apply(flow, values)
     for cb in t.after:
@@ -246,7 +270,7 @@ def _write(
         seq=seq,
         name=t.name,
         from_state=from_state,
-        to_state=t.target,
+        to_state=target,
         created_at=ts,
         actor=info.actor,
         reason=info.reason,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
+from flask.typing import ResponseReturnValue
 
 from .models import metadata
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+
+AccessCheck = Callable[[], bool]
+ActorLoader = Callable[[], "str | None"]
+DeniedHandler = Callable[[], ResponseReturnValue]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FlowState:
@@ -18,12 +25,37 @@ class FlowState:
     :param db: the host's ``flask_sqlalchemy.SQLAlchemy`` object; flows use ``db.session``,
         so they share the host's transactions. The engine's tables are copied into
         ``db.metadata`` so ``db.create_all()`` and ``flask db migrate`` see them.
+    :param access: called on every admin request; return ``True`` to let it through.
+        Without it every admin request is denied unless ``FLOWSTATE_PUBLIC`` is set.
+    :param actor: returns who is acting (recorded in the history of admin retries).
+    :param on_denied: the response for a denied request (default: a 403 page).
     """
 
-    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        access: AccessCheck | None = None,
+        actor: ActorLoader | None = None,
+        on_denied: DeniedHandler | None = None,
+    ) -> None:
         self.db = db
+        self.access = access
+        self.actor = actor
+        self.on_denied = on_denied
         if app is not None:
             self.init_app(app)
+
+    def access_check(self, fn: F) -> F:
+        """Register ``fn() -> bool`` as the admin's access check (usable as a decorator)."""
+        self.access = fn
+        return fn
+
+    def actor_loader(self, fn: F) -> F:
+        """Register ``fn() -> str | None`` naming the acting operator (usable as a decorator)."""
+        self.actor = fn
+        return fn
 
     def init_app(self, app: Flask) -> None:
         """Register on ``app``; a second registration raises ``RuntimeError``."""
@@ -39,11 +71,24 @@ class FlowState:
         app.config.setdefault("FLOWSTATE_REGISTER_TABLES", True)
         if app.config["FLOWSTATE_REGISTER_TABLES"]:
             include_tables(self.db.metadata)
+        self._init_admin(app)
         app.extensions["flowstate"] = self
         from .cli import flowstate_cli
 
         if "flowstate" not in app.cli.commands:
             app.cli.add_command(flowstate_cli)
+
+    def _init_admin(self, app: Flask) -> None:
+        from .admin import create_blueprint
+        from .admin.settings import DEFAULTS, Settings
+
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        settings = Settings.from_config(app.config)
+        if settings.enabled:
+            app.register_blueprint(
+                create_blueprint(settings), url_prefix=settings.url_prefix or None
+            )
 
 
 def include_tables(target: Any) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, bindparam, select
 
 from . import _executor, registry
 from ._tx import AnySession, resolve_session
@@ -19,6 +19,11 @@ from .models import artefacts, flows, transitions
 from .records import ArtefactEntry, HistoryEntry, utc, utc_or_none
 
 _DECLARATIONS = (State, Prop, Artefact, Transition)
+
+# Built once and executed with bound parameters (see _executor: constructing statements
+# per call costs more than running them).
+_SELECT_BY_ID = select(flows).where(flows.c.id == bindparam("flow_id"))
+_SELECT_BY_ID_AND_TYPE = _SELECT_BY_ID.where(flows.c.type == bindparam("type_name"))
 
 
 class _Namespace(dict[str, Any]):
@@ -134,7 +139,7 @@ class Flow(metaclass=_FlowMeta):
         """Load the flow ``flow_id`` of this type or raise :class:`FlowNotFoundError`."""
         sess = resolve_session(session)
         row = sess.execute(
-            select(flows).where(flows.c.id == flow_id, flows.c.type == cls.type_name)
+            _SELECT_BY_ID_AND_TYPE, {"flow_id": flow_id, "type_name": cls.type_name}
         ).first()
         if row is None:
             raise FlowNotFoundError(cls.type_name, flow_id)
@@ -153,7 +158,7 @@ class Flow(metaclass=_FlowMeta):
     def refresh(self) -> Self:
         """Re-read this flow's row (the latest committed or own-transaction data)."""
         sess = resolve_session(self._session)
-        row = sess.execute(select(flows).where(flows.c.id == self.id)).first()
+        row = sess.execute(_SELECT_BY_ID, {"flow_id": self.id}).first()
         if row is None:
             raise FlowNotFoundError(self.type_name, self.id)
         self._load(row)

@@ -1,13 +1,12 @@
 """create flowstate tables
 
 Revision ID: 0001_initial
-Revises: 
-Create Date: 2026-11-25 13:51:17.494649
+Revises:
+Create Date: 2026-11-25 14:09:14.923252
 
 """
-from alembic import op
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0001_initial'
@@ -24,7 +23,7 @@ def upgrade():
     sa.Column('state', sa.String(length=200), nullable=False),
     sa.Column('errored', sa.Boolean(), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
-    sa.Column('props', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('props', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('state_entered_at', sa.DateTime(timezone=True), nullable=False),
@@ -54,7 +53,7 @@ def upgrade():
     sa.Column('error_type', sa.String(length=200), nullable=True),
     sa.Column('error_message', sa.Text(), nullable=True),
     sa.Column('error_traceback', sa.Text(), nullable=True),
-    sa.Column('meta', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('meta', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['flow_id'], ['flowstate_flows.id'], name=op.f('fk_flowstate_transitions_flow_id_flowstate_flows'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_flowstate_transitions')),
     sa.UniqueConstraint('flow_id', 'seq', name=op.f('uq_flowstate_transitions_flow_id_seq'))
@@ -64,7 +63,7 @@ def upgrade():
     sa.Column('flow_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('transition_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['flow_id'], ['flowstate_flows.id'], name=op.f('fk_flowstate_artefacts_flow_id_flowstate_flows'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['transition_id'], ['flowstate_transitions.id'], name=op.f('fk_flowstate_artefacts_transition_id_flowstate_transitions'), ondelete='CASCADE'),

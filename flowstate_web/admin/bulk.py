@@ -1,0 +1,186 @@
+"""Bulk retry: every errored flow matching a filter, in batches, each batch a transaction.
+
+One POST works through batches of ``FLOWSTATE_BULK_BATCH_SIZE`` flows (keyset on the id,
+ascending) until ``FLOWSTATE_BULK_REQUEST_SECONDS`` have passed, then returns its progress
+and a signed cursor; the page continues with the next POST (htmx does it by itself, a
+button does it without JavaScript). No request and no transaction is ever unbounded.
+Each flow is retried through the engine inside a savepoint, so one failing flow rolls back
+alone and a flow whose state changed meanwhile is skipped (the engine's lock + from-state
+check), counted with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import BadRequest
+
+from .._tx import caller_owns
+from ..errors import CallbackError, FlowNotFoundError, GuardFailedError, InvalidTransitionError
+from . import queries
+from .filters import ListFilter
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+
+#: At most this many distinct reasons are kept per outcome; the rest are counted as "other".
+MAX_REASONS: Final = 40
+_IDS = re.compile(r"#\d+")
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where a bulk retry is, and what it did so far (carried between requests, signed)."""
+
+    last_id: int = 0
+    retried: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    #: Retried (committed) flows whose after-commit callbacks then failed.
+    warnings: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def total(self) -> int:
+        """Return how many flows were looked at."""
+        return self.retried + sum(self.skipped.values()) + sum(self.failed.values())
+
+    def note(self, outcome: dict[str, int], reason: str, n: int = 1) -> None:
+        """Count ``n`` flows under ``reason`` (flow ids removed so reasons group)."""
+        key = _IDS.sub("#…", reason)[:240]
+        if key not in outcome and len(outcome) >= MAX_REASONS:
+            key = "other reasons"
+        outcome[key] = outcome.get(key, 0) + n
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key or "", salt="flowstate.bulk-retry")
+
+
+def dump(progress: Progress) -> str:
+    """Return ``progress`` as a signed token for the next request."""
+    data = [
+        progress.last_id,
+        progress.retried,
+        progress.skipped,
+        progress.failed,
+        progress.warnings,
+    ]
+    return str(_serializer().dumps(data))
+
+
+def load(token: str | None) -> Progress:
+    """Return the progress in ``token`` (a fresh one when empty).
+
+    :raises BadRequest: the token was altered or is malformed.
+    """
+    if not token:
+        return Progress()
+    try:
+        last_id, retried, skipped, failed, warnings = _serializer().loads(token)
+    except (BadSignature, ValueError, TypeError):
+        raise BadRequest("bulk retry: the progress token is invalid; start again") from None
+    return Progress(
+        last_id=int(last_id),
+        retried=int(retried),
+        skipped=dict(skipped),
+        failed=dict(failed),
+        warnings=dict(warnings),
+    )
+
+
+def choose(cls: type[Flow], form: Mapping[str, str]) -> dict[str, str]:
+    """Return ``{error state: retry transition}`` from the ``via:<state>`` form fields.
+
+    :raises BadRequest: a field names no retry transition leaving its state.
+    """
+    graph = cls.graph()
+    chosen: dict[str, str] = {}
+    for key, name in form.items():
+        if not key.startswith("via:") or not name:
+            continue
+        state = key.removeprefix("via:")
+        if name not in {t.name for t in graph.retry_transitions_from(state)}:
+            raise BadRequest(f"{name[:80]!r} is not a retry transition from {state[:80]!r}")
+        chosen[state] = name
+    return chosen
+
+
+def run(
+    session: Session,
+    cls: type[Flow],
+    f: ListFilter,
+    progress: Progress,
+    *,
+    chosen: Mapping[str, str],
+    actor: str,
+    reason: str | None,
+    batch_size: int,
+    seconds: float,
+) -> Progress:
+    """Retry batches of matching errored flows until none is left or ``seconds`` are spent."""
+    if caller_owns(session):
+        raise RuntimeError("bulk retry commits batch by batch: call it outside a transaction")
+    if session.in_transaction():
+        session.commit()  # end the request's autobegun reads, as a single engine call would
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with session.begin():
+                rows = queries.errored_batch(
+                    session, cls.type_name, f, progress.last_id, batch_size
+                )
+                for row in rows:
+                    _retry_one(session, cls(row), chosen, actor, reason, progress)
+        except CallbackError as exc:  # raised after the batch committed
+            for where, error in exc.failures:
+                progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")
+        if not rows:
+            progress.done = True
+            return progress
+        progress.last_id = rows[-1].id
+        if len(rows) < batch_size:
+            progress.done = True
+            return progress
+        if time.monotonic() >= deadline:
+            return progress
+
+
+def _retry_one(
+    session: Session,
+    flow: Flow,
+    chosen: Mapping[str, str],
+    actor: str,
+    reason: str | None,
+    progress: Progress,
+) -> None:
+    options = [t.name for t in flow.retry_transitions()]
+    name = chosen.get(flow.state)
+    if name is None and len(options) == 1:
+        name = options[0]
+    if name is None:
+        why = "declares no retry transition" if not options else "has several; none was chosen"
+        progress.note(progress.skipped, f"state {flow.state!r} {why}")
+        return
+    meta: dict[str, Any] = {"admin": "bulk_retry"}
+    try:
+        with session.begin_nested():
+            flow.run(name, actor=actor, reason=reason, meta=meta)
+    except InvalidTransitionError as exc:
+        progress.note(progress.skipped, f"state changed meanwhile (now {exc.current!r})")
+    except GuardFailedError as exc:
+        progress.note(progress.skipped, f"guard of {exc.transition!r} refused")
+    except FlowNotFoundError:
+        progress.note(progress.skipped, "deleted meanwhile")
+    except Exception as exc:
+        # A retry transition's own code failed: rolled back to the savepoint, keep going.
+        progress.note(progress.failed, f"{name}: {type(exc).__name__}: {exc}")
+    else:
+        progress.retried += 1

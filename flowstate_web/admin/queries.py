@@ -1,0 +1,188 @@
+"""Every SQL statement the admin runs: counts, the keyset list, filters, artefact counts.
+
+A page runs a fixed number of statements whatever the number of rows it shows (tested in
+``tests/admin/test_queries.py``). Values only ever reach SQL as bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from ..models import artefacts, flows
+from ..records import utc
+from .filters import ListFilter, PropSearch
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """How many flows of one type are in one state (and how many of them are errored)."""
+
+    type: str
+    state: str
+    total: int
+    errored: int
+
+
+@dataclass(frozen=True, slots=True)
+class OldestErrored:
+    """The flow of a type that has been errored the longest."""
+
+    flow_id: int
+    state: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of the instance list, newest first, with the cursors around it."""
+
+    rows: Sequence[Row[Any]]
+    older: int | None  # ``before=`` cursor of the next (older) page
+    newer: int | None  # ``after=`` cursor of the previous (newer) page
+
+
+def state_counts(session: Session, type_name: str | None = None) -> list[StateCount]:
+    """Return counts per (type, state), errored apart: one GROUP BY for every type."""
+    q = select(flows.c.type, flows.c.state, flows.c.errored, func.count().label("n"))
+    if type_name is not None:
+        q = q.where(flows.c.type == type_name)
+    q = q.group_by(flows.c.type, flows.c.state, flows.c.errored)
+    merged: dict[tuple[str, str], list[int]] = {}
+    for type_, state, errored, n in session.execute(q):
+        slot = merged.setdefault((type_, state), [0, 0])
+        slot[0] += n
+        if errored:
+            slot[1] += n
+    return [
+        StateCount(type=t, state=s, total=total, errored=err)
+        for (t, s), (total, err) in sorted(merged.items())
+    ]
+
+
+def oldest_errored(session: Session) -> dict[str, OldestErrored]:
+    """Return, per type, the errored flow that entered its state first (one query)."""
+    ranked = (
+        select(
+            flows.c.type,
+            flows.c.id,
+            flows.c.state,
+            flows.c.state_entered_at,
+            func.row_number()
+            .over(
+                partition_by=flows.c.type,
+                order_by=(flows.c.state_entered_at, flows.c.id),
+            )
+            .label("rank"),
+        )
+        .where(flows.c.errored.is_(True))
+        .subquery()
+    )
+    q = select(ranked.c.type, ranked.c.id, ranked.c.state, ranked.c.state_entered_at).where(
+        ranked.c.rank == 1
+    )
+    return {
+        t: OldestErrored(flow_id=i, state=s, since=utc(at)) for t, i, s, at in session.execute(q)
+    }
+
+
+def conditions(session: Session, type_name: str, f: ListFilter) -> list[ColumnElement[bool]]:
+    """Return the WHERE conditions of ``f`` on flows of ``type_name`` (no cursor)."""
+    where: list[ColumnElement[bool]] = [flows.c.type == type_name]
+    if f.states:
+        where.append(flows.c.state.in_(f.states))
+    if f.errored is not None:
+        where.append(flows.c.errored.is_(f.errored))
+    if f.created_from is not None:
+        where.append(flows.c.created_at >= f.created_from)
+    if f.created_to is not None:
+        where.append(flows.c.created_at <= f.created_to)
+    if f.updated_from is not None:
+        where.append(flows.c.updated_at >= f.updated_from)
+    if f.updated_to is not None:
+        where.append(flows.c.updated_at <= f.updated_to)
+    if f.flow_id is not None:
+        where.append(flows.c.id == f.flow_id)
+    if f.prop is not None:
+        where.append(_prop_matches(session, f.prop))
+    return where
+
+
+def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        # JSONB containment compares typed JSON values (1 == 1.0, "1" != 1) and never
+        # casts the value, so a row holding an unexpected type cannot make the query fail.
+        return cast(flows.c.props, JSONB).contains({prop.name: prop.value})
+    element = flows.c.props[prop.name]
+    typed: ColumnElement[Any]
+    if prop.kind is str:
+        typed = element.as_string()
+    elif prop.kind is bool:
+        typed = element.as_boolean()
+    elif prop.kind is int:
+        typed = element.as_integer()
+    else:
+        typed = element.as_float()
+    return typed == prop.value
+
+
+def list_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:
+    """Return one page of flows matching ``f``, by keyset on the id (never OFFSET)."""
+    q = select(flows).where(and_(*conditions(session, type_name, f))).limit(size + 1)
+    if f.after is not None:
+        rows = list(session.execute(q.where(flows.c.id > f.after).order_by(flows.c.id.asc())))
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(
+            rows=rows,
+            older=rows[-1].id if rows else f.after + 1,
+            newer=rows[0].id if rows and more_newer else None,
+        )
+    if f.before is not None:
+        q = q.where(flows.c.id < f.before)
+    rows = list(session.execute(q.order_by(flows.c.id.desc())))
+    more_older = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows=rows,
+        older=rows[-1].id if rows and more_older else None,
+        newer=(rows[0].id if rows else f.before - 1) if f.before is not None else None,
+    )
+
+
+def artefact_counts(session: Session, flow_ids: Sequence[int]) -> dict[int, int]:
+    """Return the number of artefact versions of each flow in ``flow_ids`` (one query)."""
+    if not flow_ids:
+        return {}
+    q = (
+        select(artefacts.c.flow_id, func.count())
+        .where(artefacts.c.flow_id.in_(flow_ids))
+        .group_by(artefacts.c.flow_id)
+    )
+    return {flow_id: n for flow_id, n in session.execute(q)}
+
+
+def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[str, int]:
+    """Return how many errored flows match ``f``, per state (the bulk retry's COUNT)."""
+    where = conditions(session, type_name, f.for_bulk())
+    q = select(flows.c.state, func.count()).where(*where).group_by(flows.c.state)
+    return {state: n for state, n in session.execute(q)}
+
+
+def errored_batch(
+    session: Session, type_name: str, f: ListFilter, after_id: int, size: int
+) -> list[Row[Any]]:
+    """Return the next ``size`` errored flows matching ``f`` with an id above ``after_id``."""
+    q = (
+        select(flows)
+        .where(*conditions(session, type_name, f.for_bulk()), flows.c.id > after_id)
+        .order_by(flows.c.id)
+        .limit(size)
+    )
+    return list(session.execute(q))

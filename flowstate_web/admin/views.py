@@ -1,0 +1,234 @@
+"""The admin's read-only pages: overview, flow type, flow instance, artefact, diagrams."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from flask import Blueprint, abort, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import NotFound
+from werkzeug.utils import secure_filename
+from werkzeug.wrappers import Response
+
+from ..diagrams import DiagramView, build_dot, diagram_view, render, to_mermaid
+from ..errors import FlowNotFoundError
+from ..models import artefacts
+from ..records import ArtefactEntry
+from ..registry import find_flow_type
+from . import filters, present, queries, security
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+
+DIAGRAM_FORMATS: Final[dict[str, tuple[str, str]]] = {
+    "svg": ("image/svg+xml", "svg"),
+    "png": ("image/png", "png"),
+    "dot": ("text/vnd.graphviz; charset=utf-8", "dot"),
+    "mermaid": ("text/plain; charset=utf-8", "mmd"),
+}
+
+
+def is_htmx() -> bool:
+    """Return whether htmx made this request (it then gets a fragment, not a page)."""
+    return request.headers.get("HX-Request") == "true"
+
+
+def session() -> Session:
+    """Return the host's database session (the one flows use)."""
+    db = security.hooks().db
+    if db is None:  # pragma: no cover - init_app refuses to run without one
+        raise RuntimeError("FlowState has no db")
+    return db.session()
+
+
+def flow_type_or_404(type_name: str) -> type[Flow]:
+    """Return the flow class called ``type_name`` or abort with 404."""
+    cls = find_flow_type(type_name)
+    if cls is None:
+        raise NotFound(f"No flow type {type_name!r} is defined in this application.")
+    return cls
+
+
+def load_flow(cls: type[Flow], raw_id: str) -> Flow:
+    """Return flow ``raw_id`` of ``cls`` or abort with 404."""
+    flow_id = filters.parse_flow_id(raw_id)
+    if flow_id is None:
+        raise NotFound(f"{raw_id[:40]!r} is not a flow id.")
+    try:
+        return cls.get(flow_id)
+    except FlowNotFoundError as exc:
+        raise NotFound(f"{exc}.") from None
+
+
+def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Return ``({state: flows}, {state: errored flows})`` of one type (one query)."""
+    found = queries.state_counts(session(), type_name)
+    return {c.state: c.total for c in found}, {c.state: c.errored for c in found}
+
+
+def register(bp: Blueprint, settings: Settings) -> None:
+    """Add the read-only routes to ``bp``."""
+
+    def type_diagram_view(
+        cls: type[Flow], counts: Mapping[str, int], errored: Mapping[str, int], live: bool
+    ) -> DiagramView:
+        name = cls.type_name
+        view = diagram_view(
+            cls.graph(),
+            state_url=lambda state: url_for(".flow_type", type_name=name, state=state),
+            counts=counts,
+            errored=errored,
+            download_urls={
+                fmt: url_for(".diagram_download", type_name=name, fmt=fmt)
+                for fmt in DIAGRAM_FORMATS
+            },
+            dom_id="flowstate-type-diagram",
+            poll_url=url_for(".type_diagram", type_name=name)
+            if live and settings.poll_seconds
+            else None,
+            timeout=settings.dot_timeout,
+            executable=settings.dot_path,
+        )
+        return dataclasses.replace(view, poll_seconds=settings.poll_seconds or 5)
+
+    @bp.get("/")
+    def overview() -> ResponseReturnValue:
+        sess = session()
+        summaries = present.summarize(queries.state_counts(sess), queries.oldest_errored(sess))
+        live = filters.live_flag(request.args)
+        template = "flowstate/_overview_table.html" if is_htmx() else "flowstate/overview.html"
+        return render_template(template, summaries=summaries, live=live)
+
+    @bp.get("/types/<type_name>")
+    def flow_type(type_name: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        f = filters.parse(request.args, cls)
+        counts, errored = type_counts(type_name)
+        page = queries.list_page(session(), type_name, f, settings.page_size)
+        context: dict[str, Any] = {
+            "cls": cls,
+            "graph": cls.graph(),
+            "f": f,
+            "page": page,
+            "flows": [cls(row) for row in page.rows],
+            "counts": counts,
+            "errored_counts": errored,
+            "artefact_counts": queries.artefact_counts(session(), [r.id for r in page.rows]),
+            "back": request.full_path,
+        }
+        if is_htmx():
+            return render_template("flowstate/_flow_list.html", **context)
+        diagram = type_diagram_view(cls, counts, errored, f.live)
+        return render_template("flowstate/flow_type.html", diagram=diagram, **context)
+
+    @bp.get("/types/<type_name>/diagram")
+    def type_diagram(type_name: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        counts, errored = type_counts(type_name)
+        diagram = type_diagram_view(cls, counts, errored, filters.live_flag(request.args))
+        return render_template("flowstate/_diagram.html", diagram=diagram)
+
+    @bp.get("/types/<type_name>/diagram.<fmt>")
+    def diagram_download(type_name: str, fmt: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        if fmt not in DIAGRAM_FORMATS:
+            raise NotFound(f"No diagram format {fmt[:20]!r} (use {', '.join(DIAGRAM_FORMATS)}).")
+        mimetype, ext = DIAGRAM_FORMATS[fmt]
+        graph = cls.graph()
+        body: str | bytes
+        if fmt == "mermaid":
+            body = to_mermaid(graph)
+        elif fmt == "dot":
+            body = build_dot(graph, reserve_count_line=False)
+        else:
+            out = render(
+                build_dot(graph, reserve_count_line=False),
+                fmt,
+                timeout=settings.dot_timeout,
+                executable=settings.dot_path,
+            )
+            if out.data is None:
+                return Response(out.error or "dot failed", 503, mimetype="text/plain")
+            body = out.data
+        response = Response(body, mimetype=mimetype)
+        filename = secure_filename(f"{type_name}.{ext}") or f"diagram.{ext}"
+        response.headers.set("Content-Disposition", "attachment", filename=filename)
+        return response
+
+    @bp.get("/types/<type_name>/<flow_id>")
+    def flow_detail(type_name: str, flow_id: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        flow = load_flow(cls, flow_id)
+        if is_htmx() and request.args.get("seq") == str(flow.seq):
+            return Response(status=204)  # nothing happened since: htmx keeps the page as is
+        context = panel_context(flow, settings, live=filters.live_flag(request.args))
+        if is_htmx():
+            return render_template("flowstate/_flow_panel.html", **context)
+        return render_template("flowstate/flow_detail.html", **context)
+
+    @bp.get("/types/<type_name>/<flow_id>/artefacts/<int:artefact_id>")
+    def artefact(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
+        flow = load_flow(flow_type_or_404(type_name), flow_id)
+        entry = find_artefact(flow, artefact_id)
+        return render_template("flowstate/artefact.html", flow=flow, artefact=entry)
+
+    @bp.get("/types/<type_name>/<flow_id>/artefacts/<int:artefact_id>.json")
+    def artefact_json(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
+        flow = load_flow(flow_type_or_404(type_name), flow_id)
+        entry = find_artefact(flow, artefact_id)
+        return Response(present.pretty(entry.payload), mimetype="application/json")
+
+
+def find_artefact(flow: Flow, artefact_id: int) -> ArtefactEntry:
+    """Return artefact ``artefact_id`` of ``flow`` or abort with 404."""
+    row = (
+        session()
+        .execute(
+            select(artefacts).where(artefacts.c.id == artefact_id, artefacts.c.flow_id == flow.id)
+        )
+        .first()
+    )
+    if row is None:
+        abort(404, f"{flow.type_name} #{flow.id} has no artefact #{artefact_id}.")
+    return ArtefactEntry.from_row(row)
+
+
+def panel_context(
+    flow: Flow,
+    settings: Settings,
+    *,
+    live: bool,
+    message: str | None = None,
+    level: str = "info",
+) -> dict[str, Any]:
+    """Return what ``_flow_panel.html`` needs for ``flow`` (three queries, any history size)."""
+    history = flow.history()
+    graph = flow.graph()
+    diagram = diagram_view(
+        graph,
+        state_url=lambda state: url_for(".flow_type", type_name=flow.type_name, state=state),
+        current=flow.state,
+        traversed=present.traversed(history),
+        dom_id="flowstate-flow-diagram",
+        timeout=settings.dot_timeout,
+        executable=settings.dot_path,
+    )
+    failure = next(
+        (h for h in reversed(history) if h.to_state == flow.state and h.error_type), None
+    )
+    return {
+        "flow": flow,
+        "graph": graph,
+        "steps": present.timeline(history, flow.artefacts()),
+        "failure": failure,
+        "diagram": diagram,
+        "live": live,
+        "message": message,
+        "level": level,
+        "back": url_for(".flow_detail", type_name=flow.type_name, flow_id=flow.id),
+    }

@@ -1,0 +1,98 @@
+"""A branching flow for the live demo: take payment, pick, ship (or wait for stock), deliver.
+
+Every arrow that leaves a state automatically is taken by a job in
+:mod:`flowstate_web.demo.tasks`; the two error states have retry transitions an operator
+can run from the admin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowstate_web import Artefact, Flow, Prop, State, transition
+from flowstate_web.demo import jobs
+
+
+class OrderFulfilmentFlow(Flow):
+    """Authorise the payment, pick the goods, buy a shipping label, deliver the parcel."""
+
+    order_ref = Prop(str)
+    sku = Prop(str)
+    quantity = Prop(int, default=1)
+    amount_cents = Prop(int)
+
+    pending = State(initial=True)
+    payment_authorised = State()
+    payment_declined = State(error=True)
+    picking = State()
+    backordered = State()
+    shipped = State()
+    label_failed = State(error=True)
+    delivered = State(final=True)
+    cancelled = State(final=True)
+
+    payment_receipt = Artefact(dict[str, Any])
+    shipping_label = Artefact(dict[str, Any])
+
+    @transition(
+        source=pending, target=payment_authorised, persists=payment_receipt, after="enqueue_pick"
+    )
+    def authorise_payment(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Keep the payment provider's receipt and enqueue picking."""
+        return receipt
+
+    @transition(source=pending, target=payment_declined)
+    def decline_payment(self) -> None:
+        """Record that the payment was declined (call it from ``except``)."""
+
+    @transition(source=payment_declined, target=pending, retry=True, after="enqueue_payment")
+    def retry_payment(self) -> None:
+        """Operator's retry: ask the payment provider again."""
+
+    @transition(source=payment_authorised, target=picking)
+    def start_picking(self) -> None:
+        """Send the order to the warehouse floor."""
+
+    @transition(source=picking, target=backordered, after="enqueue_restock")
+    def mark_backordered(self) -> None:
+        """The shelf was empty: wait for stock."""
+
+    @transition(source=backordered, target=picking, after="enqueue_ship")
+    def restock(self) -> None:
+        """Stock arrived: carry on picking and ship."""
+
+    @transition(source=picking, target=shipped, persists=shipping_label, after="enqueue_deliver")
+    def ship(self, label: dict[str, Any]) -> dict[str, Any]:
+        """Keep the carrier's shipping label and hand the parcel over."""
+        return label
+
+    @transition(source=picking, target=label_failed)
+    def fail_label(self) -> None:
+        """Record that the carrier refused a label (call it from ``except``)."""
+
+    @transition(source=label_failed, target=picking, retry=True, after="enqueue_ship")
+    def retry_label(self) -> None:
+        """Operator's retry: ask the carrier for a label again."""
+
+    @transition(source=shipped, target=delivered)
+    def deliver(self) -> None:
+        """The carrier reports the parcel delivered."""
+
+    @transition(source=[payment_declined, backordered], target=cancelled)
+    def cancel(self) -> None:
+        """Give up on the order (a declined payment or stock that never came)."""
+
+    def enqueue_payment(self) -> None:
+        jobs.enqueue("authorise_payment", self.id)
+
+    def enqueue_pick(self) -> None:
+        jobs.enqueue("pick_order", self.id)
+
+    def enqueue_restock(self) -> None:
+        jobs.enqueue("restock_order", self.id)
+
+    def enqueue_ship(self) -> None:
+        jobs.enqueue("ship_order", self.id)
+
+    def enqueue_deliver(self) -> None:
+        jobs.enqueue("deliver_order", self.id)

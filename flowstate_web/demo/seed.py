@@ -1,0 +1,142 @@
+"""Demo data: flows in every reachable state, made by running the real transitions.
+
+Nothing writes a state directly: each seeded flow is created and walked along the shortest
+path of declared transitions to its state, error states entered from inside ``except`` so
+their error is recorded. While seeding, jobs are held back (not enqueued), so the seeded
+flows stay where they were put; the errored ones continue through the queue once an
+operator retries them.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import deque
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from flowstate_web import Flow
+from flowstate_web.graph import FlowGraph, TransitionSpec
+from flowstate_web.models import flows
+
+from . import jobs
+from .orders_flow import OrderFulfilmentFlow
+from .simulated_api import ApiError, SimulatedApi
+from .sync_flow import SyncThirdPartyApiFlow
+
+DEMO_FLOWS: tuple[type[Flow], ...] = (SyncThirdPartyApiFlow, OrderFulfilmentFlow)
+
+_SKUS = ("MUG-BLUE", "TEE-L-BLACK", "POSTER-A2", "SOCKS-3PK", "NOTEBOOK-DOT")
+
+
+def new_props(cls: type[Flow], rng: random.Random) -> dict[str, Any]:
+    """Return plausible props for a new demo flow of ``cls``."""
+    if cls is SyncThirdPartyApiFlow:
+        return {
+            "my_record_id": f"rec_{uuid.uuid4().hex[:8]}",
+            "third_party_id": f"crm-{rng.randint(10000, 99999)}",
+        }
+    if cls is OrderFulfilmentFlow:
+        return {
+            "order_ref": f"ORD-{rng.randint(100000, 999999)}",
+            "sku": rng.choice(_SKUS),
+            "quantity": rng.randint(1, 4),
+            "amount_cents": rng.randint(900, 25000),
+        }
+    raise LookupError(f"{cls.type_name} is not a demo flow")
+
+
+def start_new(cls: type[Flow], rng: random.Random) -> Flow:
+    """Create a live demo flow of ``cls`` and hand it to the job queue."""
+    flow = cls.create(**new_props(cls, rng))
+    if isinstance(flow, SyncThirdPartyApiFlow):
+        flow.pick()  # its after-commit callback enqueues the fetch
+    else:
+        jobs.enqueue("authorise_payment", flow.id)
+    return flow
+
+
+def paths(graph: FlowGraph) -> dict[str, list[TransitionSpec]]:
+    """Return the shortest path of non-retry transitions from the initial state to each state."""
+    found: dict[str, list[TransitionSpec]] = {graph.initial: []}
+    todo = deque([graph.initial])
+    while todo:
+        state = todo.popleft()
+        for t in graph.transitions_from(state):
+            if not t.retry and t.target not in found:
+                found[t.target] = [*found[state], t]
+                todo.append(t.target)
+    return found
+
+
+def _args(t: TransitionSpec, flow: Flow, api: SimulatedApi) -> tuple[Any, ...]:
+    """Return what a transition that persists an artefact needs, from the simulated API."""
+    if isinstance(flow, SyncThirdPartyApiFlow) and t.name == "finish_third_party_api_request":
+        return (api.fetch_record(flow.third_party_id),)
+    if isinstance(flow, OrderFulfilmentFlow):
+        if t.name == "authorise_payment":
+            return (api.authorise_payment(flow.order_ref, flow.amount_cents),)
+        if t.name == "ship":
+            return (api.create_shipping_label(flow.order_ref, flow.sku, flow.quantity),)
+    return ()
+
+
+def drive(flow: Flow, path: list[TransitionSpec], api: SimulatedApi) -> None:
+    """Run ``path`` on ``flow``; a step into an error state runs inside ``except ApiError``."""
+    failing = SimulatedApi(failure_rate=1.0, latency=0.0, rng=api.rng)
+    for t in path:
+        if flow.state not in t.sources:
+            return  # an after-commit callback already moved it on
+        if t.target in flow.error_states:
+            try:
+                failing.fetch_record("seed")
+            except ApiError:
+                flow.run(t.name)
+        else:
+            flow.run(t.name, *_args(t, flow, api))
+
+
+def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[str, str], int]:
+    """Create ``per_state`` flows in every reachable state of each demo flow type.
+
+    Runs in an app context. Returns how many flows ended in each ``(type, state)``.
+    """
+    rng = rng or random.Random()
+    api = SimulatedApi(failure_rate=0.0, latency=0.0, backorder_rate=0.0, rng=rng)
+    held = jobs.use(_hold)
+    made: dict[tuple[str, str], int] = {}
+    try:
+        for cls in DEMO_FLOWS:
+            for _state, path in paths(cls.graph()).items():
+                for _ in range(per_state):
+                    flow = cls.create(**new_props(cls, rng))
+                    drive(flow, path, api)
+                    key = (cls.type_name, flow.state)
+                    made[key] = made.get(key, 0) + 1
+    finally:
+        jobs.use(held)
+    return made
+
+
+def is_seeded() -> bool:
+    """Return whether any demo flow exists already (so a restart does not seed twice)."""
+    names = [cls.type_name for cls in DEMO_FLOWS]
+    q = select(func.count()).select_from(flows).where(flows.c.type.in_(names))
+    return bool(current_app.extensions["flowstate"].db.session.execute(q).scalar_one())
+
+
+def _hold(job: str, flow_id: int) -> None:
+    """Drop jobs while seeding: seeded flows are snapshots, left where they were put."""
+
+
+def transient_states(graph: FlowGraph) -> set[str]:
+    """Return the states every way into which runs a callback transition leaving them."""
+    names = {t.name: t for t in graph.transitions}
+    out: set[str] = set()
+    for state in graph.state_names:
+        ins = [t for t in graph.transitions if t.target == state]
+        if ins and all(any(a in names and state in names[a].sources for a in t.after) for t in ins):
+            out.add(state)
+    return out

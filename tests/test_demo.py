@@ -1,0 +1,299 @@
+"""The live demo: its jobs on a real huey queue with an in-process consumer, and its seeder."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from flowstate_web import Flow
+from flowstate_web.app import create_app, db
+from flowstate_web.demo import jobs
+from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
+from flowstate_web.demo.runner import DemoRunner
+from flowstate_web.demo.seed import DEMO_FLOWS, new_props, paths, seed, start_new, transient_states
+from flowstate_web.demo.simulated_api import ApiError, SimulatedApi
+from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
+from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue
+from flowstate_web.models import flows
+
+DEADLINE = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("FLOWSTATE_") or key in {"DATABASE_URL", "SECRET_KEY"}:
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path) -> Iterator[Flask]:
+    """Return the standalone app in demo mode: no latency, no backorders, no job delays."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "FLOWSTATE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "FLOWSTATE_PUBLIC": True,
+            "FLOWSTATE_DEMO": True,
+            "FLOWSTATE_DEMO_QUEUE_PATH": str(tmp_path / "queue.db"),
+            "FLOWSTATE_DEMO_FAILURE_RATE": 0.0,
+            "FLOWSTATE_DEMO_LATENCY": 0.0,
+            "FLOWSTATE_DEMO_BACKORDER_RATE": 0.0,
+            "FLOWSTATE_DEMO_RETRY_DELAY": 0.0,
+            "FLOWSTATE_DEMO_RESTOCK_SECONDS": 0.0,
+            "FLOWSTATE_DEMO_DELIVERY_SECONDS": 0.0,
+        }
+    )
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def queue(demo_app: Flask) -> Iterator[DemoQueue]:
+    """Route the flows' jobs to a real SqliteHuey and run its thread consumer in-process."""
+    q = DemoQueue(demo_app)
+    assert not q.huey.immediate
+    previous = jobs.use(q.enqueue)
+    q.start(workers=2)
+    try:
+        yield q
+    finally:
+        q.stop()
+        jobs.use(previous)
+    assert not q.running
+
+
+def wait_for(check: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
+    """Poll ``check`` (in a fresh app-context read) until it returns something truthy."""
+    end = time.monotonic() + deadline
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+        time.sleep(0.05)  # polling interval, not synchronisation
+
+
+def fresh(app: Flask, cls: type[Flow], flow_id: int) -> Flow:
+    with app.app_context():
+        flow = cls.get(flow_id)
+        flow.history()  # load now, while the session is open
+        return flow
+
+
+def state_of(app: Flask, cls: type[Flow], flow_id: int) -> str:
+    return fresh(app, cls, flow_id).state
+
+
+def test_sync_flow_completes_through_the_queue(demo_app: Flask, queue: DemoQueue) -> None:
+    with demo_app.app_context():
+        flow = start_new(SyncThirdPartyApiFlow, random.Random(1))
+    wait_for(lambda: state_of(demo_app, SyncThirdPartyApiFlow, flow.id) == "completed", "completed")
+    with demo_app.app_context():
+        done = SyncThirdPartyApiFlow.get(flow.id)
+        assert [h.name for h in done.history()] == [
+            "pick",
+            "start_third_party_api_request",
+            "finish_third_party_api_request",
+            "start_record_save",
+            "finish_record_save",
+            "complete",
+        ]
+        response = done.third_party_api_response.latest()
+        assert response is not None
+        assert response["id"] == done.third_party_id
+
+
+def test_order_flow_is_delivered_through_the_queue(demo_app: Flask, queue: DemoQueue) -> None:
+    with demo_app.app_context():
+        flow = start_new(OrderFulfilmentFlow, random.Random(2))
+    wait_for(lambda: state_of(demo_app, OrderFulfilmentFlow, flow.id) == "delivered", "delivered")
+    with demo_app.app_context():
+        done = OrderFulfilmentFlow.get(flow.id)
+        label = done.shipping_label.latest()
+        assert label is not None
+        assert label["order_ref"] == done.order_ref
+        receipt = done.payment_receipt.latest()
+        assert receipt is not None
+        assert receipt["amount_cents"] == done.amount_cents
+
+
+def test_order_flow_waits_for_stock_then_ships(demo_app: Flask, queue: DemoQueue) -> None:
+    demo_app.config["FLOWSTATE_DEMO_BACKORDER_RATE"] = 1.0
+    with demo_app.app_context():
+        flow = start_new(OrderFulfilmentFlow, random.Random(3))
+    wait_for(lambda: state_of(demo_app, OrderFulfilmentFlow, flow.id) == "delivered", "delivered")
+    with demo_app.app_context():
+        names = [h.name for h in OrderFulfilmentFlow.get(flow.id).history()]
+    assert names[names.index("mark_backordered") + 1] == "restock"
+
+
+def test_failing_api_errors_for_good_then_an_operator_retry_completes(
+    demo_app: Flask, queue: DemoQueue
+) -> None:
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 1.0
+    with demo_app.app_context():
+        flow = start_new(SyncThirdPartyApiFlow, random.Random(4))
+
+    def failed_for_good() -> Flow | None:
+        f = fresh(demo_app, SyncThirdPartyApiFlow, flow.id)
+        with demo_app.app_context():
+            fails = [h for h in f.history() if h.name == "fail_third_party_api_request"]
+        return f if len(fails) == 3 and f.errored else None  # the first try + 2 retries
+
+    errored = wait_for(failed_for_good, "three failed attempts")
+    assert errored.state == "failed_to_fetch_third_party_api"
+    assert errored.last_error_type == "flowstate_web.demo.simulated_api.ApiError"
+    assert errored.last_error_message
+    with demo_app.app_context():
+        history = SyncThirdPartyApiFlow.get(flow.id).history()
+    automatic = [h for h in history if h.name == "retry_fetch"]
+    assert [h.actor for h in automatic] == [AUTO_RETRY_ACTOR, AUTO_RETRY_ACTOR]
+    assert all(h.error_traceback for h in history if h.name == "fail_third_party_api_request")
+
+    wait_for(lambda: queue.huey.pending_count() + queue.huey.scheduled_count() == 0, "idle")
+    assert state_of(demo_app, SyncThirdPartyApiFlow, flow.id) == "failed_to_fetch_third_party_api"
+
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 0.0
+    with demo_app.app_context():
+        SyncThirdPartyApiFlow.get(flow.id).retry(actor="operator")
+    wait_for(lambda: state_of(demo_app, SyncThirdPartyApiFlow, flow.id) == "completed", "completed")
+    with demo_app.app_context():
+        history = SyncThirdPartyApiFlow.get(flow.id).history()
+    assert [h.actor for h in history if h.name == "retry_fetch"][-1] == "operator"
+
+
+def test_declined_payment_is_retried_by_an_operator(demo_app: Flask, queue: DemoQueue) -> None:
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 1.0
+    with demo_app.app_context():
+        flow = start_new(OrderFulfilmentFlow, random.Random(5))
+
+    def declined_thrice() -> bool:
+        with demo_app.app_context():
+            history = OrderFulfilmentFlow.get(flow.id).history()
+        return sum(h.name == "decline_payment" for h in history) == 3
+
+    wait_for(declined_thrice, "three declined payments")
+    wait_for(lambda: queue.huey.pending_count() + queue.huey.scheduled_count() == 0, "idle")
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 0.0
+    with demo_app.app_context():
+        OrderFulfilmentFlow.get(flow.id).retry(actor="operator")
+    wait_for(lambda: state_of(demo_app, OrderFulfilmentFlow, flow.id) == "delivered", "delivered")
+
+
+def test_seeder_makes_every_reachable_state_by_transitions(demo_app: Flask) -> None:
+    sent: list[tuple[str, int]] = []
+    previous = jobs.use(lambda job, flow_id: sent.append((job, flow_id)))
+    try:
+        with demo_app.app_context():
+            made = seed(per_state=1, rng=random.Random(6))
+            for cls in DEMO_FLOWS:
+                graph = cls.graph()
+                seeded = {state for (type_name, state) in made if type_name == cls.type_name}
+                assert seeded == set(graph.state_names) - transient_states(graph), cls.type_name
+                for state in graph.error_states:
+                    [row] = db.session.execute(
+                        cls.select().where(flows.c.state == state).limit(1)
+                    ).all()
+                    errored = cls(row)
+                    assert errored.last_error_type == "flowstate_web.demo.simulated_api.ApiError"
+                    assert errored.retry_transitions()
+                    assert len(errored.history()) == len(paths(graph)[state])
+    finally:
+        jobs.use(previous)
+    assert sent == []  # seeded flows are snapshots: no job was enqueued
+    assert transient_states(SyncThirdPartyApiFlow.graph()) == {"saved_my_record"}
+    assert transient_states(OrderFulfilmentFlow.graph()) == set()
+
+
+def test_runner_seeds_once_trickles_and_stops_cleanly(demo_app: Flask) -> None:
+    demo_app.config.update(FLOWSTATE_DEMO_SEED=1, FLOWSTATE_DEMO_TRICKLE_SECONDS=0.2)
+
+    def count() -> int:
+        with demo_app.app_context():
+            return int(db.session.execute(select(func.count()).select_from(flows)).scalar_one())
+
+    def completed_live() -> bool:
+        with demo_app.app_context():
+            q = select(func.count()).select_from(flows).where(flows.c.completed_at.is_not(None))
+            return int(db.session.execute(q).scalar_one()) > seeded_completed
+
+    runner = DemoRunner(demo_app)
+    with runner:
+        seeded = count()
+        with demo_app.app_context():
+            q = select(func.count()).select_from(flows).where(flows.c.completed_at.is_not(None))
+            seeded_completed = int(db.session.execute(q).scalar_one())
+        assert seeded >= 15
+        wait_for(lambda: count() > seeded, "a trickled flow")
+        wait_for(completed_live, "a trickled flow to complete")
+        assert runner.queue.running
+    assert not runner.queue.running
+    with DemoRunner(demo_app) as again:  # already seeded: only the trickle adds flows
+        before = count()
+        assert before < 2 * seeded
+        again.stop()
+
+
+def test_simulated_api_rates() -> None:
+    never = SimulatedApi(failure_rate=0.0, latency=0.0, backorder_rate=0.0)
+    always = SimulatedApi(failure_rate=1.0, latency=0.0, backorder_rate=1.0)
+    assert never.fetch_record("x")["id"] == "x"
+    assert never.in_stock("SKU", 1)
+    assert not always.in_stock("SKU", 1)
+    with pytest.raises(ApiError):
+        always.create_shipping_label("ORD-1", "SKU", 1)
+    assert SimulatedApi.from_config({"FLOWSTATE_DEMO_FAILURE_RATE": 7}).failure_rate == 1.0
+    assert SimulatedApi.from_config({}).failure_rate == 0.3
+
+
+def test_new_props_are_valid_for_each_demo_flow(demo_app: Flask) -> None:
+    rng = random.Random(7)
+    with demo_app.app_context():
+        for cls in DEMO_FLOWS:
+            assert cls.create(**new_props(cls, rng)).state == cls.initial_state
+
+
+def test_an_operators_retry_click_continues_through_the_queue(
+    demo_app: Flask, queue: DemoQueue
+) -> None:
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 1.0
+    with demo_app.app_context():
+        flow = start_new(SyncThirdPartyApiFlow, random.Random(8))
+
+    def failed_for_good() -> bool:
+        with demo_app.app_context():
+            history = SyncThirdPartyApiFlow.get(flow.id).history()
+        return sum(h.name == "fail_third_party_api_request" for h in history) == 3
+
+    wait_for(failed_for_good, "three failed attempts")
+    wait_for(lambda: queue.huey.pending_count() + queue.huey.scheduled_count() == 0, "idle")
+    demo_app.config["FLOWSTATE_DEMO_FAILURE_RATE"] = 0.0
+
+    client = demo_app.test_client()
+    page = client.get(f"/flows/types/SyncThirdPartyApiFlow/{flow.id}")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert token, "no CSRF token on the flow page"
+    clicked = client.post(
+        f"/flows/types/SyncThirdPartyApiFlow/{flow.id}/retry",
+        data={"csrf_token": token.group(1), "transition": "retry_fetch"},
+    )
+    assert clicked.status_code < 400, clicked.text
+    wait_for(lambda: state_of(demo_app, SyncThirdPartyApiFlow, flow.id) == "completed", "completed")
+    with demo_app.app_context():
+        history = SyncThirdPartyApiFlow.get(flow.id).history()
+    operator = [h for h in history if h.name == "retry_fetch" and h.actor != AUTO_RETRY_ACTOR]
+    assert len(operator) == 1
