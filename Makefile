@@ -14,6 +14,7 @@ run: venv
 test:
 	scripts/bootstrap.sh test
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	$(PY) -m pytest
 
