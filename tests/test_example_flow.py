@@ -128,3 +128,23 @@ def test_save_guard_needs_the_persisted_response(app: Any, db: Any) -> None:
     db.session.commit()
     with pytest.raises(GuardFailedError, match="start_record_save"):
         flow.start_record_save()
+
+
+def test_readme_example_is_the_tested_flow() -> None:
+    """The flow class printed in the README declares exactly the graph tested above."""
+    import re
+    from pathlib import Path
+
+    from flowstate_web import registry
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class Sync" in b)
+    namespace: dict[str, Any] = {"__name__": SyncThirdPartyApiFlow.__module__}
+    try:
+        exec(block, namespace)
+        from_readme = namespace["SyncThirdPartyApiFlow"]
+        assert from_readme is not SyncThirdPartyApiFlow
+        assert from_readme.graph().to_dict() == SyncThirdPartyApiFlow.graph().to_dict()
+    finally:
+        registry.register(SyncThirdPartyApiFlow)
+    assert registry.get_flow_type("SyncThirdPartyApiFlow") is SyncThirdPartyApiFlow
