@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 from flask.cli import with_appcontext
 
+from . import counters
 from ._executor import now, prune_completed
 from .registry import flow_types
 
@@ -34,6 +35,25 @@ def prune_command(days: float, flow_type: str | None, batch_size: int) -> None:
     """Delete flows completed more than --days ago, in batches."""
     n = prune_completed(now() - timedelta(days=days), flow_type=flow_type, batch_size=batch_size)
     click.echo(f"pruned {n} completed flow(s)")
+
+
+@flowstate_cli.command("recount")
+@with_appcontext
+def recount_command() -> None:
+    """Rebuild the per-state counters from the flows table (after installing them, or to repair)."""
+    from flask import current_app
+
+    session = current_app.extensions["flowstate"].db.session()
+    n = counters.recount(session)
+    click.echo(f"counted {n} flow(s)")
+    if not counters.installed(session.connection()):
+        click.echo(
+            "warning: the counter triggers are not installed on this database, so the counts"
+            " will drift again and the admin keeps scanning: add install_counters(op) to a"
+            " migration (see docs/admin.md, Counts at scale)",
+            err=True,
+        )
+        session.rollback()
 
 
 def _attach_optional() -> None:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask
 from flask.typing import ResponseReturnValue
 
-from .models import metadata
+from . import counters
+from .models import metadata, state_counts
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -92,7 +93,12 @@ class FlowState:
 
 
 def include_tables(target: Any) -> None:
-    """Copy the engine's tables into ``target`` (a ``MetaData``) unless already there."""
+    """Copy the engine's tables into ``target`` (a ``MetaData``) unless already there.
+
+    The copy of the counter table gets the listeners that install its triggers on
+    ``create_all`` (``Table.to_metadata`` copies no event listeners).
+    """
     for table in metadata.sorted_tables:
         if table.key not in target.tables:
             table.to_metadata(target)
+    counters.attach(target.tables[state_counts.key], target.tables["flowstate_flows"])

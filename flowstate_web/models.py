@@ -1,4 +1,4 @@
-"""The engine's three tables, in SQLAlchemy 2.x typed style.
+"""The engine's tables, in SQLAlchemy 2.x typed style.
 
 They live on their own ``MetaData`` (:data:`metadata`) so a host application can
 add them to its own migrations; :class:`flowstate_web.FlowState` also copies them
@@ -26,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from . import counters
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -79,6 +81,13 @@ class FlowRow(Base):
         Index("ix_flowstate_flows_type_updated_at", "type", "updated_at"),
         Index("ix_flowstate_flows_errored_updated_at", "errored", "updated_at"),
         Index("ix_flowstate_flows_completed_at", "completed_at"),
+        # "Errored the longest" per type: one short index scan per type.
+        Index(
+            "ix_flowstate_flows_type_errored_state_entered_at",
+            "type",
+            "errored",
+            "state_entered_at",
+        ),
     )
 
 
@@ -129,6 +138,26 @@ class ArtefactRow(Base):
     )
 
 
+class StateCountRow(Base):
+    """How many flows of a type are in a state (and how many errored), for one id slot.
+
+    Kept by database triggers (:mod:`flowstate_web.counters`); a (type, state) total is
+    the sum over its slots. Rows may hold zero.
+    """
+
+    __tablename__ = "flowstate_state_counts"
+
+    type: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: ``id % 16`` of the flows counted here, so concurrent transitions of one type spread
+    #: over 16 rows instead of waiting on one.
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+    errored: Mapped[int] = mapped_column(Integer)
+
+
 flows = cast(Table, FlowRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
 artefacts = cast(Table, ArtefactRow.__table__)
+state_counts = cast(Table, StateCountRow.__table__)
+counters.attach(state_counts, flows)

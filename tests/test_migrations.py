@@ -13,7 +13,12 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-FLOWSTATE_TABLES = {"flowstate_flows", "flowstate_transitions", "flowstate_artefacts"}
+FLOWSTATE_TABLES = {
+    "flowstate_flows",
+    "flowstate_transitions",
+    "flowstate_artefacts",
+    "flowstate_state_counts",
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,7 +89,7 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
     flask_db(url, tmp_path, "upgrade")
     assert tables(url) >= FLOWSTATE_TABLES
-    assert revision(url) == "0001_initial"
+    assert revision(url) == "0002_state_counts"
     check = flask_db(url, tmp_path, "check")
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
@@ -100,5 +105,5 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
 def test_the_cli_uses_the_shipped_migrations_directory(url: str, tmp_path: Path) -> None:
     heads = flask_db(url, tmp_path, "heads")
-    assert "0001_initial (head)" in heads.stdout
+    assert "0002_state_counts (head)" in heads.stdout
     assert not (tmp_path / "migrations").exists()  # nothing looked for ./migrations

@@ -1,21 +1,25 @@
 """Every SQL statement the admin runs: counts, the keyset list, filters, artefact counts.
 
 A page runs a fixed number of statements whatever the number of rows it shows (tested in
-``tests/admin/test_queries.py``). Values only ever reach SQL as bound parameters.
+``tests/admin/test_queries.py``), and none of them reads a number of rows that grows with
+the table: counts come from the trigger-kept counters (:mod:`flowstate_web.counters`),
+other totals stop at :data:`COUNT_LIMIT`. Values only ever reach SQL as bound parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, cast, func, select
+from sqlalchemy import ColumnElement, Row, and_, cast, func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from .. import counters
 from ..models import artefacts, flows
+from ..models import state_counts as state_counts_table
 from ..records import utc
 from .filters import ListFilter, PropSearch
 
@@ -48,8 +52,56 @@ class Page:
     newer: int | None  # ``after=`` cursor of the previous (newer) page
 
 
-def state_counts(session: Session, type_name: str | None = None) -> list[StateCount]:
-    """Return counts per (type, state), errored apart: one GROUP BY for every type."""
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Counts per (type, state), and whether they were read from the counters."""
+
+    cells: list[StateCount]
+    #: ``True`` when computed by scanning the flows (the counters are not installed).
+    scanned: bool
+
+    def errored_types(self) -> list[str]:
+        """Return the types with at least one errored flow, sorted."""
+        return sorted({c.type for c in self.cells if c.errored})
+
+
+@dataclass(frozen=True, slots=True)
+class Matching:
+    """How many flows match a filter: exact, or at least ``n`` when ``capped``."""
+
+    n: int
+    capped: bool = False
+
+
+#: A filtered count that the counters cannot answer stops at this many rows.
+COUNT_LIMIT: Final = 10_000
+
+
+def state_counts(session: Session, type_name: str | None = None) -> Counts:
+    """Return counts per (type, state), errored apart: one small GROUP BY.
+
+    Read from the counter table when its triggers are installed, else by scanning the flows.
+    """
+    if counters.ready(session):
+        q = select(
+            state_counts_table.c.type,
+            state_counts_table.c.state,
+            func.sum(state_counts_table.c.n),
+            func.sum(state_counts_table.c.errored),
+        )
+        if type_name is not None:
+            q = q.where(state_counts_table.c.type == type_name)
+        q = q.group_by(state_counts_table.c.type, state_counts_table.c.state)
+        found = [
+            StateCount(type=t, state=s, total=int(n), errored=int(e))
+            for t, s, n, e in session.execute(q)
+            if n or e
+        ]
+        return Counts(sorted(found, key=lambda c: (c.type, c.state)), scanned=False)
+    return Counts(_scan_counts(session, type_name), scanned=True)
+
+
+def _scan_counts(session: Session, type_name: str | None) -> list[StateCount]:
     q = select(flows.c.type, flows.c.state, flows.c.errored, func.count().label("n"))
     if type_name is not None:
         q = q.where(flows.c.type == type_name)
@@ -66,30 +118,64 @@ def state_counts(session: Session, type_name: str | None = None) -> list[StateCo
     ]
 
 
-def oldest_errored(session: Session) -> dict[str, OldestErrored]:
-    """Return, per type, the errored flow that entered its state first (one query)."""
-    ranked = (
-        select(
-            flows.c.type,
-            flows.c.id,
-            flows.c.state,
-            flows.c.state_entered_at,
-            func.row_number()
-            .over(
-                partition_by=flows.c.type,
-                order_by=(flows.c.state_entered_at, flows.c.id),
-            )
-            .label("rank"),
-        )
-        .where(flows.c.errored.is_(True))
+def oldest_errored(session: Session, types: Sequence[str]) -> dict[str, OldestErrored]:
+    """Return, per type of ``types``, the errored flow that entered its state first.
+
+    One statement: per type, a ``LIMIT 1`` on the (type, errored, state_entered_at) index,
+    glued with UNION ALL. No statement when ``types`` is empty.
+    """
+    if not types:
+        return {}
+    firsts = [
+        select(flows.c.type, flows.c.id, flows.c.state, flows.c.state_entered_at)
+        .where(flows.c.type == t, flows.c.errored.is_(True))
+        .order_by(flows.c.state_entered_at, flows.c.id)
+        .limit(1)
         .subquery()
-    )
-    q = select(ranked.c.type, ranked.c.id, ranked.c.state, ranked.c.state_entered_at).where(
-        ranked.c.rank == 1
-    )
+        for t in types
+    ]
+    q = union_all(*(select(sub) for sub in firsts)) if len(firsts) > 1 else select(firsts[0])
     return {
         t: OldestErrored(flow_id=i, state=s, since=utc(at)) for t, i, s, at in session.execute(q)
     }
+
+
+def counted_by_state(f: ListFilter) -> bool:
+    """Return whether the counters can tell how many flows match ``f`` (state/errored only)."""
+    dates = (f.created_from, f.created_to, f.updated_from, f.updated_to)
+    return not f.q and all(d is None for d in dates)
+
+
+def matching(
+    session: Session,
+    type_name: str,
+    f: ListFilter,
+    counts: Mapping[str, int],
+    errored: Mapping[str, int],
+) -> Matching:
+    """Return how many flows of ``type_name`` match ``f``.
+
+    From ``counts``/``errored`` (no statement) when only states and errored narrow the
+    list; otherwise counted, but at most :data:`COUNT_LIMIT` rows are read.
+    """
+    if counted_by_state(f):
+        states = f.states or tuple(counts)
+        if f.errored is None:
+            return Matching(sum(counts.get(s, 0) for s in states))
+        if f.errored:
+            return Matching(sum(errored.get(s, 0) for s in states))
+        return Matching(sum(counts.get(s, 0) - errored.get(s, 0) for s in states))
+    capped = (
+        select(literal(1))
+        .select_from(flows)
+        .where(*conditions(session, type_name, f))
+        .limit(COUNT_LIMIT + 1)
+        .subquery()
+    )
+    n = session.execute(select(func.count()).select_from(capped)).scalar_one()
+    if n > COUNT_LIMIT:
+        return Matching(COUNT_LIMIT, capped=True)
+    return Matching(n)
 
 
 def conditions(session: Session, type_name: str, f: ListFilter) -> list[ColumnElement[bool]]:
@@ -169,7 +255,17 @@ def artefact_counts(session: Session, flow_ids: Sequence[int]) -> dict[int, int]
 
 
 def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[str, int]:
-    """Return how many errored flows match ``f``, per state (the bulk retry's COUNT)."""
+    """Return how many errored flows match ``f``, per state (the bulk retry's COUNT).
+
+    From the counters when only states narrow the list, else counted from the flows.
+    """
+    if counted_by_state(f) and counters.ready(session):
+        c = state_counts_table.c
+        q = select(c.state, func.sum(c.errored)).where(c.type == type_name)
+        if f.states:
+            q = q.where(c.state.in_(f.states))
+        found = session.execute(q.group_by(c.state))
+        return {state: int(n) for state, n in found if n}
     where = conditions(session, type_name, f.for_bulk())
     q = select(flows.c.state, func.count()).where(*where).group_by(flows.c.state)
     return {state: n for state, n in session.execute(q)}

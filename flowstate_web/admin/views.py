@@ -65,10 +65,14 @@ def load_flow(cls: type[Flow], raw_id: str) -> Flow:
         raise NotFound(f"{exc}.") from None
 
 
-def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int]]:
-    """Return ``({state: flows}, {state: errored flows})`` of one type (one query)."""
+def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int], bool]:
+    """Return ``({state: flows}, {state: errored flows}, scanned)`` of one type (one query)."""
     found = queries.state_counts(session(), type_name)
-    return {c.state: c.total for c in found}, {c.state: c.errored for c in found}
+    return (
+        {c.state: c.total for c in found.cells},
+        {c.state: c.errored for c in found.cells},
+        found.scanned,
+    )
 
 
 def register(bp: Blueprint, settings: Settings) -> None:
@@ -99,16 +103,18 @@ def register(bp: Blueprint, settings: Settings) -> None:
     @bp.get("/")
     def overview() -> ResponseReturnValue:
         sess = session()
-        summaries = present.summarize(queries.state_counts(sess), queries.oldest_errored(sess))
+        counts = queries.state_counts(sess)
+        oldest = queries.oldest_errored(sess, counts.errored_types())
+        summaries = present.summarize(counts.cells, oldest)
         live = filters.live_flag(request.args)
         template = "flowstate/_overview_table.html" if is_htmx() else "flowstate/overview.html"
-        return render_template(template, summaries=summaries, live=live)
+        return render_template(template, summaries=summaries, live=live, scanned=counts.scanned)
 
     @bp.get("/types/<type_name>")
     def flow_type(type_name: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
         f = filters.parse(request.args, cls)
-        counts, errored = type_counts(type_name)
+        counts, errored, scanned = type_counts(type_name)
         page = queries.list_page(session(), type_name, f, settings.page_size)
         context: dict[str, Any] = {
             "cls": cls,
@@ -118,6 +124,10 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "flows": [cls(row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
+            "matching": queries.matching(session(), type_name, f, counts, errored)
+            if f.active
+            else None,
+            "scanned": scanned,
             "artefact_counts": queries.artefact_counts(session(), [r.id for r in page.rows]),
             "back": request.full_path,
         }
@@ -129,7 +139,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
     @bp.get("/types/<type_name>/diagram")
     def type_diagram(type_name: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
-        counts, errored = type_counts(type_name)
+        counts, errored, _ = type_counts(type_name)
         diagram = type_diagram_view(cls, counts, errored, filters.live_flag(request.args))
         return render_template("flowstate/_diagram.html", diagram=diagram)
 
