@@ -78,6 +78,7 @@ class FlowRow(Base):
     __table_args__ = (
         Index("ix_flowstate_flows_type_state_id", "type", "state", "id"),
         Index("ix_flowstate_flows_type_errored_id", "type", "errored", "id"),
+        Index("ix_flowstate_flows_type_created_at", "type", "created_at"),
         Index("ix_flowstate_flows_type_updated_at", "type", "updated_at"),
         Index("ix_flowstate_flows_errored_updated_at", "errored", "updated_at"),
         Index("ix_flowstate_flows_completed_at", "completed_at"),

@@ -74,7 +74,7 @@ class Matching:
 
 
 #: A filtered count that the counters cannot answer stops at this many rows.
-COUNT_LIMIT: Final = 10_000
+COUNT_LIMIT: Final = 1_000
 
 
 def state_counts(session: Session, type_name: str | None = None) -> Counts:

@@ -136,13 +136,8 @@ class PageLog:
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
 
     def problems(self) -> list[str]:
-        """Return every error, except the browser's own favicon probe.
-
-        The admin's pages name no icon, so Chromium asks the host for ``/favicon.ico``;
-        that 404 belongs to the host app, not to the page under test.
-        """
-        errors = [*self.console_errors, *self.page_errors]
-        return [e for e in errors if not e.endswith("/favicon.ico)")]
+        """Return every console and page error (the pages name their own icon)."""
+        return [*self.console_errors, *self.page_errors]
 
 
 @pytest.fixture
