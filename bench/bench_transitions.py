@@ -56,7 +56,7 @@ from _common import (
     sqlite_database,
 )
 
-from flowstate_web import Artefact, Flow, FlowState, State, transition
+from flowstate_web import Artefact, Flow, FlowState, State, _fastpath, transition
 from flowstate_web.models import artefacts, flows, metadata, transitions
 
 # -- the flows -------------------------------------------------------------------------------
@@ -169,6 +169,14 @@ def capture_sql(engine: Engine) -> EngineSQL:
         finally:
             event.remove(engine, "before_cursor_execute", listen)
     lock, ins, upd, art = (st for st, _ in seen)
+    # A statement listener makes the engine run its statements through SQLAlchemy (so the
+    # listener sees them); without one the engine sends the same SQL text, compiled once by
+    # SQLAlchemy, straight to the driver (flowstate_web._fastpath). Check they are the same.
+    with Session(engine) as s:
+        WithArtefact.get(flow.id, session=s).pong()
+    direct = {st.sql for st in _fastpath._COMPILED[engine.dialect]._statements.values()}
+    if not {lock, ins, upd, art} <= direct:
+        raise SystemExit("the engine's direct SQL differs from SQLAlchemy's:\n" + "\n".join(direct))
     if not (
         lock.startswith(("UPDATE flowstate_flows SET seq", "SELECT flowstate_flows.id"))
         and f"({HISTORY_COLS}) VALUES" in ins

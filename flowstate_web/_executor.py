@@ -1,7 +1,10 @@
 """Where a transition is executed: lock, re-read, check, guard, validate, write, commit.
 
 Every write the engine makes to flows goes through this module, under the transaction
-rule stated in :mod:`flowstate_web._tx`.
+rule stated in :mod:`flowstate_web._tx`. The statements themselves come from
+:mod:`flowstate_web._fastpath`: on sqlite3 and psycopg they run on the driver connection of
+the Session's transaction, elsewhere through ``Session.execute``; either way the Session
+begins, commits and rolls back the transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import _values
+from . import _fastpath, _values
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
 from .errors import (
     FlowNotFoundError,
@@ -52,25 +55,6 @@ class RunInfo:
 
 _NO_INFO = RunInfo()
 
-# The hot path's statements, built once: constructing Core statements with literal values
-# on every call (and hashing them into a compiled-cache key) cost more than the database
-# work itself. Values are bound per execution; SQLAlchemy memoizes each statement's cache
-# key and caches its compiled form, so a transition only binds parameters.
-_INSERT_FLOW = insert(flows).returning(*flows.c)
-#: SQLite has no row locks: a no-op UPDATE takes the database write lock first, so
-#: concurrent writers queue on busy_timeout instead of failing to upgrade a read lock.
-_LOCK_SQLITE = (
-    update(flows)
-    .where(flows.c.id == bindparam("flow_id"))
-    .values(seq=flows.c.seq)
-    .returning(*flows.c)
-)
-_LOCK_FOR_UPDATE = select(flows).where(flows.c.id == bindparam("flow_id")).with_for_update()
-_INSERT_TRANSITION = insert(transitions).returning(transitions.c.id)
-#: Executed with the changed columns as parameters (they become the SET clause) + flow_id.
-_UPDATE_FLOW = update(flows).where(flows.c.id == bindparam("flow_id"))
-_INSERT_ARTEFACT = insert(artefacts)
-
 
 def now() -> datetime:
     """Return the current time, aware, in UTC."""
@@ -97,8 +81,7 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
 
     def work() -> FlowT:
         ts = now()
-        row = sess.execute(
-            _INSERT_FLOW,
+        row = _fastpath.on(sess).insert_flow(
             {
                 "type": cls.type_name,
                 "state": cls.initial_state,
@@ -109,8 +92,8 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
                 "updated_at": ts,
                 "state_entered_at": ts,
             },
-        ).one()
-        return cls(row, session)
+        )
+        return instantiate(cls, row, session)
 
     return _own(sess, work)
 
@@ -138,11 +121,16 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _lock(sess: Session, flow: Flow) -> Any:
-    """Lock the flow's row for the rest of the transaction and return it, fresh."""
-    sqlite = sess.get_bind(clause=flows).dialect.name == "sqlite"
-    stmt = _LOCK_SQLITE if sqlite else _LOCK_FOR_UPDATE
-    return sess.execute(stmt, {"flow_id": flow.id}).first()
+def instantiate(cls: type[FlowT], row: Mapping[str, Any], session: AnySession | None) -> FlowT:
+    """Return a ``cls`` for a flows row read as a mapping (``_fastpath`` rows)."""
+    # Flow.__init__ is annotated for a Row; it hands the row to Flow._load, which also
+    # takes the mapping the hot path returns.
+    return cls(cast(Any, row), session)
+
+
+def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
+    """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
+    return _fastpath.on(sess).select_flow(flow_id, type_name)
 
 
 def execute(
@@ -160,8 +148,9 @@ def execute(
         error = sys.exception()  # called from an ``except`` block: record why it failed
 
     def work() -> HistoryEntry:
-        row = _lock(sess, flow)
-        if row is None or row._mapping["type"] != cls.type_name:
+        db = _fastpath.on(sess)
+        row = db.lock(flow.id)  # locked until the transaction ends, and fresh
+        if row is None or row["type"] != cls.type_name:
             raise FlowNotFoundError(cls.type_name, flow.id)
         flow._load(row)
         if flow.state not in t.sources:
@@ -183,13 +172,14 @@ def execute(
             raise PayloadValidationError(
                 f"{cls.type_name}.{t.name} returned a value but persists no artefact"
             )
-        return _write(sess, flow, t, value, info, error)
+        return _write(sess, db, flow, t, value, info, error)
 
     return _own(sess, work)
 
 
 def _write(
     sess: Session,
+    db: _fastpath.Statements,
     flow: Flow,
     t: Transition[Any, Any, Any],
     value: Any,
@@ -209,8 +199,7 @@ def _write(
         err_msg = str(error)[:MAX_ERROR_MESSAGE]
         err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
     try:
-        tid = sess.execute(
-            _INSERT_TRANSITION,
+        tid = db.insert_transition(
             {
                 "flow_id": flow.id,
                 "seq": seq,
@@ -225,7 +214,7 @@ def _write(
                 "error_traceback": err_tb,
                 "meta": info.meta,
             },
-        ).scalar_one()
+        )
     except IntegrityError as exc:
         # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
         raise InvalidTransitionError(
@@ -246,10 +235,9 @@ def _write(
         }
     if target in cls.final_states:
         values["completed_at"] = ts
-    sess.execute(_UPDATE_FLOW, {**values, "flow_id": flow.id})
+    db.update_flow({**values, "flow_id": flow.id})
     if persists is not None:
-        sess.execute(
-            _INSERT_ARTEFACT,
+        db.insert_artefact(
             {
                 "flow_id": flow.id,
                 "transition_id": tid,

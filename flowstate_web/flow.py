@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy import Row, Select, select
 
 from . import _executor, registry
 from ._tx import AnySession, resolve_session
@@ -19,11 +19,6 @@ from .models import artefacts, flows, transitions
 from .records import ArtefactEntry, HistoryEntry, utc, utc_or_none
 
 _DECLARATIONS = (State, Prop, Artefact, Transition)
-
-# Built once and executed with bound parameters (see _executor: constructing statements
-# per call costs more than running them).
-_SELECT_BY_ID = select(flows).where(flows.c.id == bindparam("flow_id"))
-_SELECT_BY_ID_AND_TYPE = _SELECT_BY_ID.where(flows.c.type == bindparam("type_name"))
 
 
 class _Namespace(dict[str, Any]):
@@ -111,8 +106,8 @@ class Flow(metaclass=_FlowMeta):
         self._session = session
         self._load(row)
 
-    def _load(self, row: Row[Any]) -> None:
-        m = row._mapping
+    def _load(self, row: Row[Any] | Mapping[str, Any]) -> None:
+        m = row._mapping if isinstance(row, Row) else row  # the hot path reads mappings
         self.id = m["id"]
         self.state = m["state"]
         self.seq = m["seq"]
@@ -137,13 +132,10 @@ class Flow(metaclass=_FlowMeta):
     @classmethod
     def get(cls, flow_id: int, *, session: AnySession | None = None) -> Self:
         """Load the flow ``flow_id`` of this type or raise :class:`FlowNotFoundError`."""
-        sess = resolve_session(session)
-        row = sess.execute(
-            _SELECT_BY_ID_AND_TYPE, {"flow_id": flow_id, "type_name": cls.type_name}
-        ).first()
+        row = _executor.read(resolve_session(session), flow_id, cls.type_name)
         if row is None:
             raise FlowNotFoundError(cls.type_name, flow_id)
-        return cls(row, session)
+        return _executor.instantiate(cls, row, session)
 
     @classmethod
     def select(cls) -> Select[Any]:
@@ -157,8 +149,7 @@ class Flow(metaclass=_FlowMeta):
 
     def refresh(self) -> Self:
         """Re-read this flow's row (the latest committed or own-transaction data)."""
-        sess = resolve_session(self._session)
-        row = sess.execute(_SELECT_BY_ID, {"flow_id": self.id}).first()
+        row = _executor.read(resolve_session(self._session), self.id)
         if row is None:
             raise FlowNotFoundError(self.type_name, self.id)
         self._load(row)
