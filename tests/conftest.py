@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,40 @@ def pg_url() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"{msg} (CI requires PostgreSQL)")
         pytest.skip(msg)
-    name = f"flowstate_test_{uuid.uuid4().hex[:12]}"
+    admin.dispose()
+    with scratch_database(PG_URL, "flowstate_test") as url:
+        yield url
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database on ``server_url``'s server; drop it on exit."""
+    admin = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def fresh_pg_url(pg_url: str) -> Iterator[str]:
+    """Return the URL of an empty PostgreSQL database of this test alone (dropped after)."""
+    with scratch_database(PG_URL, "flowstate_t") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Return an empty database of this test alone: a SQLite file or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    yield request.getfixturevalue("fresh_pg_url")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

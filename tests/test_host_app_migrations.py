@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from tests.host_app import Customer, create_app, db
 from tests.host_app.flows import HostOnboardingFlow, welcomed
@@ -25,23 +23,10 @@ FLOWSTATE_TABLES = {"flowstate_flows", "flowstate_transitions", "flowstate_artef
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Return an empty database of this test alone: a SQLite file or a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'host.db'}"
-        return
-    pg_url: str = request.getfixturevalue("pg_url")
-    admin = create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"flowstate_host_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+@pytest.fixture
+def url(empty_db_url: str) -> str:
+    """Return an empty database of this test alone (SQLite and PostgreSQL)."""
+    return empty_db_url
 
 
 def host_db(url: str, migrations: Path, *args: str) -> subprocess.CompletedProcess[str]:
