@@ -297,3 +297,55 @@ def test_an_operators_retry_click_continues_through_the_queue(
         history = SyncThirdPartyApiFlow.get(flow.id).history()
     operator = [h for h in history if h.name == "retry_fetch" and h.actor != AUTO_RETRY_ACTOR]
     assert len(operator) == 1
+
+
+REDIS_URL = os.environ.get("FLOWSTATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture
+def redis_app(tmp_path: Path) -> Iterator[Flask]:
+    """Return the demo app with its queue on Redis (a database of its own, emptied)."""
+    redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} unreachable: {exc} (CI requires Redis)")
+        pytest.skip(f"Redis at {REDIS_URL} unreachable: {exc}")
+    client.flushdb()
+    app = create_app(
+        {
+            "TESTING": True,
+            "FLOWSTATE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "FLOWSTATE_PUBLIC": True,
+            "FLOWSTATE_DEMO": True,
+            "FLOWSTATE_DEMO_REDIS_URL": REDIS_URL,
+            "FLOWSTATE_DEMO_FAILURE_RATE": 0.0,
+            "FLOWSTATE_DEMO_LATENCY": 0.0,
+            "FLOWSTATE_DEMO_RETRY_DELAY": 0.0,
+        }
+    )
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    client.flushdb()
+    client.close()
+
+
+def test_sync_flow_completes_through_a_redis_queue(redis_app: Flask) -> None:
+    q = DemoQueue(redis_app)
+    assert type(q.huey).__name__ == "RedisHuey"
+    previous = jobs.use(q.enqueue)
+    q.start(workers=2)
+    try:
+        with redis_app.app_context():
+            flow = start_new(SyncThirdPartyApiFlow, random.Random(2))
+        wait_for(
+            lambda: state_of(redis_app, SyncThirdPartyApiFlow, flow.id) == "completed",
+            "completed via Redis",
+        )
+    finally:
+        q.stop()
+        jobs.use(previous)
