@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -93,7 +93,7 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
                 "state_entered_at": ts,
             },
         )
-        return instantiate(cls, row, session)
+        return cls(row, session)
 
     return _own(sess, work)
 
@@ -119,13 +119,6 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
             value, prop.runtime_type, what=f"{cls.type_name}: prop {name!r}"
         )
     return clean
-
-
-def instantiate(cls: type[FlowT], row: Mapping[str, Any], session: AnySession | None) -> FlowT:
-    """Return a ``cls`` for a flows row read as a mapping (``_fastpath`` rows)."""
-    # Flow.__init__ is annotated for a Row; it hands the row to Flow._load, which also
-    # takes the mapping the hot path returns.
-    return cls(cast(Any, row), session)
 
 
 def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:

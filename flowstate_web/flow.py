@@ -102,7 +102,10 @@ class Flow(metaclass=_FlowMeta):
 
     # -- construction -------------------------------------------------------------------
 
-    def __init__(self, row: Row[Any], session: AnySession | None = None) -> None:
+    def __init__(
+        self, row: Row[Any] | Mapping[str, Any], session: AnySession | None = None
+    ) -> None:
+        """Wrap a ``flowstate_flows`` row (use :meth:`create` and :meth:`get` instead)."""
         self._session = session
         self._load(row)
 
@@ -135,7 +138,7 @@ class Flow(metaclass=_FlowMeta):
         row = _executor.read(resolve_session(session), flow_id, cls.type_name)
         if row is None:
             raise FlowNotFoundError(cls.type_name, flow_id)
-        return _executor.instantiate(cls, row, session)
+        return cls(row, session)
 
     @classmethod
     def select(cls) -> Select[Any]:
