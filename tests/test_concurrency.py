@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from flowstate_web import InvalidTransitionError
-from flowstate_web.models import metadata, transitions
+from flowstate_web.models import transitions
 from tests import flows as test_flows
 from tests.flows import Order
 
 WORKERS = 16
 ROUNDS = 25
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_engine(db_url, pool_size=WORKERS + 2, max_overflow=0)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    yield engine
-    metadata.drop_all(engine)
-    engine.dispose()
 
 
 def race(engine: Engine, flow_id: int) -> list[str]:

@@ -13,14 +13,14 @@ from alembic.operations import Operations
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from flowstate_web import Flow, State, counters, prune_completed, transition
 from flowstate_web._executor import now
 from flowstate_web.admin import queries
 from flowstate_web.counters import install_counters, uninstall_counters
-from flowstate_web.models import flows, metadata, state_counts
+from flowstate_web.models import flows, state_counts
 from tests.flows import Disposable, Order
 
 Key = tuple[str, str]
@@ -308,23 +308,14 @@ WORKERS = 16
 ROUNDS = 20
 
 
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = create_engine(pg_url, pool_size=WORKERS + 2, max_overflow=0)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    yield engine
-    metadata.drop_all(engine)
-    engine.dispose()
-
-
-def test_opposite_transitions_in_parallel_do_not_deadlock(pg_engine: Engine) -> None:
-    with Session(pg_engine) as s:
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_opposite_transitions_in_parallel_do_not_deadlock(engine: Engine) -> None:
+    with Session(engine) as s:
         made = [Pendulum.create(session=s).id for _ in range(WORKERS * counters.SLOTS)]
     # All in one slot: every transaction touches the same two counter rows.
     ids = [i for i in made if i % counters.SLOTS == made[0] % counters.SLOTS][:WORKERS]
     assert len(ids) == WORKERS
-    with Session(pg_engine) as s:
+    with Session(engine) as s:
         for flow_id in ids[::2]:
             Pendulum.get(flow_id, session=s).pick()  # half start in "picked"
     barrier = threading.Barrier(WORKERS)
@@ -332,7 +323,7 @@ def test_opposite_transitions_in_parallel_do_not_deadlock(pg_engine: Engine) -> 
 
     def worker(flow_id: int) -> None:
         try:
-            with Session(pg_engine) as s:
+            with Session(engine) as s:
                 flow = Pendulum.get(flow_id, session=s)
                 s.commit()
                 for _ in range(ROUNDS):
@@ -349,7 +340,7 @@ def test_opposite_transitions_in_parallel_do_not_deadlock(pg_engine: Engine) -> 
     for t in threads:
         t.join()
     assert errors == []
-    with Session(pg_engine) as s:
+    with Session(engine) as s:
         found = assert_exact(s)
         n = WORKERS * counters.SLOTS
         assert found[(Pendulum.type_name, "picked")] == (WORKERS // 2, 0)
