@@ -24,7 +24,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from . import counters
@@ -82,6 +85,13 @@ class FlowRow(Base):
         Index("ix_flowstate_flows_type_updated_at", "type", "updated_at"),
         Index("ix_flowstate_flows_errored_updated_at", "errored", "updated_at"),
         Index("ix_flowstate_flows_completed_at", "completed_at"),
+        # Prop search (``props @> {...}``) on PostgreSQL; SQLite has no general JSON index.
+        Index(
+            "ix_flowstate_flows_props",
+            sql_cast(text("props"), JSONB).label("props_jsonb"),
+            postgresql_using="gin",
+            postgresql_ops={"props_jsonb": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
         # "Errored the longest" per type: one short index scan per type.
         Index(
             "ix_flowstate_flows_type_errored_state_entered_at",
