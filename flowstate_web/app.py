@@ -27,7 +27,7 @@ from flask import (
     Flask,
     current_app,
     redirect,
-    render_template_string,
+    render_template,
     request,
     session,
     url_for,
@@ -309,39 +309,9 @@ def _safe_next(target: str | None) -> str:
     return url_for("standalone.index")
 
 
-_LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Log in · flowstate-web</title></head>
-<body>
-<main>
-<h1>flowstate-web</h1>
-{% if user %}
-<p>Logged in as <strong>{{ user }}</strong>.</p>
-<form method="post" action="{{ url_for('standalone.logout') }}">
-  <input type="hidden" name="csrf_token" value="{{ csrf_token }}">
-  <button type="submit">Log out</button>
-</form>
-<p><a href="{{ url_for('standalone.index') }}">Go to the admin</a></p>
-{% else %}
-{% if error %}<p role="alert">{{ error }}</p>{% endif %}
-<form method="post" action="{{ url_for('standalone.login') }}">
-  <input type="hidden" name="csrf_token" value="{{ csrf_token }}">
-  <input type="hidden" name="next" value="{{ next }}">
-  <label for="password">Password</label>
-  <input id="password" name="password" type="password" autocomplete="current-password"
-         required autofocus>
-  <button type="submit">Log in</button>
-</form>
-{% endif %}
-</main>
-</body></html>
-"""
-
-
 def _login_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
-    html = render_template_string(
-        _LOGIN_PAGE,
+    html = render_template(
+        "flowstate/login.html",
         user=_current_user(),
         error=error,
         next=request.values.get("next", ""),
@@ -356,7 +326,16 @@ def _login_page(error: str | None = None, status: int = 200) -> ResponseReturnVa
 
 
 def _login_blueprint() -> Blueprint:
-    bp = Blueprint("standalone", __name__)
+    from ._resources import resource_dir
+
+    # Own template and static folders, so the login page works with the admin unmounted.
+    bp = Blueprint(
+        "standalone",
+        __name__,
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
+        static_url_path="/_static",
+    )
 
     @bp.get("/")
     def index() -> ResponseReturnValue:
