@@ -141,18 +141,32 @@ class _Statement:
         self._keys: list[str] = compiled.positiontup if self._positional else list(compiled.binds)
         # The converters Session.execute would apply: SQLite DATETIME to text, JSON to text
         # (or psycopg's Json), booleans to 0/1. By position or by name, as bound.
+        # Each with what it makes of None, computed once (a transition's ``meta`` is usually
+        # None, which JSON serializes to ``'null'`` on every call otherwise).
         procs = compiled._bind_processors
-        self._processors: list[tuple[Any, Callable[[Any], Any]]] = [
-            (i if self._positional else key, procs[key])
+        self._processors: list[tuple[Any, Callable[[Any], Any], Any]] = [
+            (i if self._positional else key, procs[key], _of_none(procs[key]))
             for i, key in enumerate(self._keys)
             if key in procs
         ]
 
     def params(self, values: Params) -> list[Any] | dict[str, Any]:
         params: Any = [values[k] for k in self._keys] if self._positional else dict(values)
-        for at, process in self._processors:
-            params[at] = process(params[at])
+        for at, process, null in self._processors:
+            value = params[at]
+            params[at] = process(value) if value is not None or null is _NO_SHORTCUT else null
         return params  # type: ignore[no-any-return]
+
+
+_NO_SHORTCUT = object()
+
+
+def _of_none(process: Callable[[Any], Any]) -> Any:
+    """Return ``process(None)`` (or a marker to call it each time if it raises)."""
+    try:
+        return process(None)
+    except Exception:
+        return _NO_SHORTCUT
 
 
 class _Compiled:
