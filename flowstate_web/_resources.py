@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flask import Blueprint
+
 _PACKAGE = Path(__file__).resolve().parent
 NAMES = ("templates", "static", "migrations")
 
@@ -26,3 +28,14 @@ def resource_dir(name: str) -> Path:
             return path
     tried = ", ".join(str(p) for p in candidates)
     raise FileNotFoundError(f"flowstate-web: resource directory {name!r} not found (tried {tried})")
+
+
+def shipped_blueprint(name: str, import_name: str, static_url_path: str) -> Blueprint:
+    """Return a blueprint serving the shipped ``templates/`` and ``static/`` directories."""
+    return Blueprint(
+        name,
+        import_name,
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
+        static_url_path=static_url_path,
+    )

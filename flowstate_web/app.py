@@ -326,16 +326,10 @@ def _login_page(error: str | None = None, status: int = 200) -> ResponseReturnVa
 
 
 def _login_blueprint() -> Blueprint:
-    from ._resources import resource_dir
+    from ._resources import shipped_blueprint
 
     # Own template and static folders, so the login page works with the admin unmounted.
-    bp = Blueprint(
-        "standalone",
-        __name__,
-        template_folder=str(resource_dir("templates")),
-        static_folder=str(resource_dir("static")),
-        static_url_path="/_static",
-    )
+    bp = shipped_blueprint("standalone", __name__, "/_static")
 
     @bp.get("/")
     def index() -> ResponseReturnValue:

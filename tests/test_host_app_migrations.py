@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, inspect
 
+from tests._proc import run
 from tests.host_app import Customer, create_app, db
 from tests.host_app.flows import HostOnboardingFlow, welcomed
 
@@ -36,17 +37,8 @@ def host_db(url: str, migrations: Path, *args: str) -> subprocess.CompletedProce
         "HOST_APP_MIGRATIONS": str(migrations),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "tests.host_app", "db", *args],
-        cwd=migrations.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"flask db {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    cmd = [sys.executable, "-m", "flask", "--app", "tests.host_app", "db", *args]
+    return run(cmd, cwd=migrations.parent, env=env, timeout=120)
 
 
 @pytest.fixture

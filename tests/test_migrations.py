@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from tests._proc import run
+
 FLOWSTATE_TABLES = {
     "flowstate_flows",
     "flowstate_transitions",
@@ -38,17 +40,8 @@ def flask_db(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProces
         "FLOWSTATE_ADMIN_PASSWORD": "cli",
         "FLOWSTATE_AUTO_MIGRATE": "0",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "flowstate_web.app", "db", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"flask db {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    cmd = [sys.executable, "-m", "flask", "--app", "flowstate_web.app", "db", *args]
+    return run(cmd, cwd=tmp_path, env=env, timeout=120)
 
 
 def tables(url: str) -> set[str]:

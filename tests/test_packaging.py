@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import sysconfig
 import textwrap
@@ -19,22 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import _proc
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("templates", "static", "migrations")
 
 
 def run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [str(c) for c in cmd],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    return _proc.run(cmd, cwd=cwd, env=env).stdout
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import Forbidden, HTTPException
 from werkzeug.wrappers import Response
 
-from .._resources import resource_dir
+from .._resources import shipped_blueprint
 from . import actions, present, security, views
 from .settings import Settings
 
@@ -29,13 +29,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     Register it with ``app.register_blueprint(bp, url_prefix=settings.url_prefix)``
     (``FlowState.init_app`` does this when ``FLOWSTATE_ADMIN`` is true).
     """
-    bp = Blueprint(
-        "flowstate",
-        __name__,
-        template_folder=str(resource_dir("templates")),
-        static_folder=str(resource_dir("static")),
-        static_url_path="/static",
-    )
+    bp = shipped_blueprint("flowstate", __name__, "/static")
 
     @bp.before_request
     def _guard() -> ResponseReturnValue | None:
