@@ -22,6 +22,7 @@ from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
 from .models import ArtefactRow, FlowRow, TransitionRow, metadata
 from .records import ArtefactEntry, HistoryEntry
 from .registry import find_flow_type, flow_types, get_flow_type
+from .timeouts import FlowTimedOutError, NotStalledError, fail_stalled, sweep
 
 __version__ = "0.1.0"
 
@@ -39,9 +40,11 @@ __all__ = [
     "FlowRow",
     "FlowState",
     "FlowStateError",
+    "FlowTimedOutError",
     "GuardFailedError",
     "HistoryEntry",
     "InvalidTransitionError",
+    "NotStalledError",
     "PayloadValidationError",
     "Prop",
     "PropSpec",
@@ -53,11 +56,13 @@ __all__ = [
     "UnknownArtefactError",
     "UnknownFlowTypeError",
     "UnknownStateError",
+    "fail_stalled",
     "find_flow_type",
     "flow_types",
     "get_flow_type",
     "include_tables",
     "metadata",
     "prune_completed",
+    "sweep",
     "transition",
 ]

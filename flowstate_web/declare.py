@@ -7,6 +7,7 @@ These objects only describe; :mod:`flowstate_web._executor` runs transitions and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._values import type_name
@@ -29,14 +30,31 @@ class State:
     :param initial: new flows start here (default: the first declared state).
     :param error: being here means the flow failed (``errored`` is true, SQL-filterable).
     :param final: the flow is complete here (sets ``completed_at``).
+    :param timeout: how long a flow may stay here before it counts as *stalled*; ``None``
+        means never, even when the class declares a ``state_timeout`` default (omitting it
+        inherits that default). Not allowed on final or error states (checked with the class,
+        see :mod:`flowstate_web.timeouts`).
+    :param on_timeout: the name of a declared transition from this state into an error state
+        that :func:`flowstate_web.timeouts.sweep` runs on flows past the timeout.
     """
 
     name: str
 
-    def __init__(self, *, initial: bool = False, error: bool = False, final: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        error: bool = False,
+        final: bool = False,
+        timeout: timedelta | None = _MISSING,
+        on_timeout: str | None = None,
+    ) -> None:
         self.initial = initial
         self.error = error
         self.final = final
+        #: ``_MISSING`` until the class applies its default (see ``timeouts.resolve``).
+        self.timeout = timeout
+        self.on_timeout = on_timeout
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name

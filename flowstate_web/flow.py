@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self
 
 from sqlalchemy import Row, Select, select
 
-from . import _executor, registry
+from . import _executor, registry, timeouts
 from ._tx import AnySession, resolve_session
 from ._values import base_type
 from .declare import Artefact, Prop, State, Transition
@@ -46,11 +46,14 @@ class Flow(metaclass=_FlowMeta):
     :class:`~flowstate_web.Artefact` attributes and ``@transition`` methods; the class is
     checked and registered when it is defined. Keyword options on the class statement:
     ``type_name`` (stored in each row; default the class name), ``destroy_on_complete``
-    (delete the flow with its history when it reaches a final state), ``abstract``.
+    (delete the flow with its history when it reaches a final state), ``abstract``,
+    ``state_timeout`` (the default timeout of non-final, non-error states, see
+    :mod:`flowstate_web.timeouts`).
     """
 
     type_name: ClassVar[str]
     destroy_on_complete: ClassVar[bool] = False
+    state_timeout: ClassVar[timedelta | None] = None
     states: ClassVar[dict[str, State]]
     prop_fields: ClassVar[dict[str, Prop[Any]]]
     artefact_fields: ClassVar[dict[str, Artefact[Any]]]
@@ -78,11 +81,14 @@ class Flow(metaclass=_FlowMeta):
         type_name: str | None = None,
         destroy_on_complete: bool | None = None,
         abstract: bool = False,
+        state_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         if destroy_on_complete is not None:
             cls.destroy_on_complete = destroy_on_complete
+        if state_timeout is not None:
+            cls.state_timeout = state_timeout
         decl: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             decl.update({k: v for k, v in vars(klass).items() if isinstance(v, _DECLARATIONS)})
@@ -177,6 +183,21 @@ class Flow(metaclass=_FlowMeta):
     def is_final(self) -> bool:
         """Return whether the current state is a final state (the flow is complete)."""
         return self.state in self.final_states
+
+    @property
+    def stalled_since(self) -> datetime | None:
+        """Return when this flow's state timeout passed (``None``: no timeout applies)."""
+        return timeouts.stalled_since(self)
+
+    @property
+    def stalled(self) -> bool:
+        """Return whether this flow is past its state's timeout (see :mod:`.timeouts`)."""
+        return timeouts.is_stalled(self)
+
+    @classmethod
+    def stalled_query(cls, now: datetime | None = None) -> Select[Any]:
+        """Return ``SELECT * FROM flowstate_flows`` for this type's stalled flows, to refine."""
+        return cls.select().where(timeouts.stalled_condition(cls, now))
 
     def available_transitions(self) -> tuple[TransitionSpec, ...]:
         """Return the declared transitions that leave the current state."""
@@ -311,10 +332,18 @@ def _validate(cls: type[Flow]) -> None:
 
 def _build_graph(cls: type[Flow]) -> FlowGraph:
     initial = next((n for n, s in cls.states.items() if s.initial), next(iter(cls.states)))
+    timed = timeouts.resolve(cls)
     return FlowGraph(
         name=cls.type_name,
         states=tuple(
-            StateSpec(name=n, error=s.error, final=s.final, initial=n == initial)
+            StateSpec(
+                name=n,
+                error=s.error,
+                final=s.final,
+                initial=n == initial,
+                timeout=timed[n][0] if n in timed else None,
+                on_timeout=timed[n][1] if n in timed else None,
+            )
             for n, s in cls.states.items()
         ),
         transitions=tuple(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,10 @@ class StateSpec:
     error: bool = False
     final: bool = False
     initial: bool = False
+    #: How long a flow may stay here before it is stalled (the type's default applied).
+    timeout: timedelta | None = None
+    #: The transition the timeout sweep runs on stalled flows of this state, if any.
+    on_timeout: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,11 @@ class FlowGraph:
         """Return the retry transitions that leave ``state``."""
         return tuple(t for t in self.transitions if t.retry and state in t.sources)
 
+    @property
+    def timed_states(self) -> tuple[StateSpec, ...]:
+        """Return the states that declare a timeout (flows can be stalled in them)."""
+        return tuple(s for s in self.states if s.timeout is not None)
+
     def dead_ends(self) -> tuple[str, ...]:
         """Return states with no way out that are not final (likely modelling mistakes)."""
         leaving = {s for t in self.transitions for s in t.sources}
@@ -113,6 +123,11 @@ class FlowGraph:
             "name": self.name,
             "states": [
                 {"name": s.name, "error": s.error, "final": s.final, "initial": s.initial}
+                | (
+                    {}
+                    if s.timeout is None
+                    else {"timeout": s.timeout.total_seconds(), "on_timeout": s.on_timeout}
+                )
                 for s in self.states
             ],
             "transitions": [

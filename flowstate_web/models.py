@@ -99,6 +99,13 @@ class FlowRow(Base):
             "errored",
             "state_entered_at",
         ),
+        # Stalled flows (state past its timeout): a range per (type, state), see timeouts.py.
+        Index(
+            "ix_flowstate_flows_type_state_state_entered_at",
+            "type",
+            "state",
+            "state_entered_at",
+        ),
     )
 
 
