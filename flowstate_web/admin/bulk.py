@@ -60,11 +60,11 @@ class Progress:
         outcome[key] = outcome.get(key, 0) + n
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.secret_key or "", salt="flowstate.bulk-retry")
+def _serializer(salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key or "", salt=salt)
 
 
-def dump(progress: Progress) -> str:
+def dump(progress: Progress, salt: str = "flowstate.bulk-retry") -> str:
     """Return ``progress`` as a signed token for the next request."""
     data = [
         progress.last_id,
@@ -73,10 +73,10 @@ def dump(progress: Progress) -> str:
         progress.failed,
         progress.warnings,
     ]
-    return str(_serializer().dumps(data))
+    return str(_serializer(salt).dumps(data))
 
 
-def load(token: str | None) -> Progress:
+def load(token: str | None, salt: str = "flowstate.bulk-retry") -> Progress:
     """Return the progress in ``token`` (a fresh one when empty).
 
     :raises BadRequest: the token was altered or is malformed.
@@ -84,7 +84,7 @@ def load(token: str | None) -> Progress:
     if not token:
         return Progress()
     try:
-        last_id, retried, skipped, failed, warnings = _serializer().loads(token)
+        last_id, retried, skipped, failed, warnings = _serializer(salt).loads(token)
     except (BadSignature, ValueError, TypeError):
         raise BadRequest("bulk retry: the progress token is invalid; start again") from None
     return Progress(

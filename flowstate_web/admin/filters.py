@@ -52,6 +52,8 @@ class ListFilter:
     before: int | None = None
     after: int | None = None
     live: bool = True
+    #: ``True``: only flows past their state's timeout; ``False``: only the others.
+    stalled: bool | None = None
 
     @property
     def active(self) -> bool:
@@ -59,6 +61,7 @@ class ListFilter:
         return bool(
             self.states
             or self.errored is not None
+            or self.stalled is not None
             or self.q
             or any(getattr(self, k) is not None for k in _DATES)
         )
@@ -74,6 +77,8 @@ class ListFilter:
             args["state"] = list(f.states)
         if f.errored is not None:
             args["errored"] = "1" if f.errored else "0"
+        if f.stalled is not None:
+            args["stalled"] = "1" if f.stalled else "0"
         for key in _DATES:
             value: datetime | None = getattr(f, key)
             if value is not None:
@@ -91,6 +96,10 @@ class ListFilter:
     def for_bulk(self) -> ListFilter:
         """Return this filter restricted to errored flows, without cursor."""
         return replace(self, errored=True, before=None, after=None)
+
+    def for_bulk_fail(self) -> ListFilter:
+        """Return this filter restricted to stalled flows, without cursor."""
+        return replace(self, stalled=True, errored=None, before=None, after=None)
 
 
 def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
@@ -122,6 +131,7 @@ def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
         before=before,
         after=after,
         live=_flag(args, "live") is not False,
+        stalled=_flag(args, "stalled"),
         **dates,
     )
 

@@ -6,12 +6,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..graph import FlowGraph
+from .. import timeouts
+from ..graph import FlowGraph, TransitionSpec
 from ..records import ArtefactEntry, HistoryEntry, utc
 from ..registry import find_flow_type, flow_types
-from .queries import OldestErrored, StateCount
+from .queries import Matching, OldestErrored, StateCount
+
+if TYPE_CHECKING:
+    from ..flow import Flow
 
 
 def now() -> datetime:
@@ -160,6 +164,7 @@ class StateCell:
     total: int
     errored: int
     kind: str
+    stalled: Matching | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,9 @@ class TypeSummary:
     total: int
     errored: int
     oldest: OldestErrored | None
+    #: Stalled flows (capped per state at ``queries.COUNT_LIMIT``, then "+").
+    stalled: int = 0
+    stalled_capped: bool = False
 
     @property
     def undeclared(self) -> tuple[str, ...]:
@@ -180,9 +188,12 @@ class TypeSummary:
 
 
 def summarize(
-    counts: Sequence[StateCount], oldest: Mapping[str, OldestErrored]
+    counts: Sequence[StateCount],
+    oldest: Mapping[str, OldestErrored],
+    stalled: Mapping[tuple[str, str], Matching] | None = None,
 ) -> list[TypeSummary]:
     """Return one summary per defined type and per type found only in the table."""
+    stalled = stalled or {}
     by_type: dict[str, dict[str, StateCount]] = {}
     for c in counts:
         by_type.setdefault(c.type, {})[c.state] = c
@@ -198,7 +209,13 @@ def summarize(
                 hit = found.get(state)
                 kind = state_kind(graph, state)
                 cells.append(
-                    StateCell(state, hit.total if hit else 0, hit.errored if hit else 0, kind)
+                    StateCell(
+                        state,
+                        hit.total if hit else 0,
+                        hit.errored if hit else 0,
+                        kind,
+                        stalled.get((name, state)),
+                    )
                 )
             declared = set(graph.state_names)
         else:
@@ -214,6 +231,62 @@ def summarize(
                 total=sum(c.total for c in found.values()),
                 errored=sum(c.errored for c in found.values()),
                 oldest=oldest.get(name),
+                stalled=sum(c.stalled.n for c in cells if c.stalled),
+                stalled_capped=any(c.stalled.capped for c in cells if c.stalled),
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """A flow in a state with a timeout: since when it is (or will be) stalled, and why."""
+
+    state: str
+    entered_at: datetime
+    timeout: timedelta
+    #: When the timeout passed (or passes).
+    since: datetime
+    stalled: bool
+    #: The history entry that entered the state, and its declaration (what it handed off).
+    entry: HistoryEntry | None
+    entered_by: TransitionSpec | None
+    #: Transitions into an error state an operator can run ("fail it").
+    fail_options: tuple[TransitionSpec, ...]
+    #: The flow's pending hand-offs (``flowstate_web.outbox.pending_handoffs``), if any.
+    handoffs: tuple[Any, ...] = ()
+
+    @property
+    def stayed(self) -> timedelta:
+        """Return how long the flow has been in its state."""
+        return now() - self.entered_at
+
+    @property
+    def enqueue(self) -> str | None:
+        """Return the job the entering transition declared to hand off, if any."""
+        value = getattr(self.entered_by, "enqueue", None)
+        return value if isinstance(value, str) else None
+
+
+def stall(flow: Flow, history: Sequence[HistoryEntry]) -> Stall | None:
+    """Return the stall of ``flow`` (``None`` when its state has no timeout)."""
+    spec = timeouts.timed_state(flow)
+    since = timeouts.stalled_since(flow)
+    if spec is None or spec.timeout is None or since is None:
+        return None
+    entry = history[-1] if history and history[-1].to_state == flow.state else None
+    return Stall(
+        state=flow.state,
+        entered_at=utc(flow.state_entered_at),
+        timeout=spec.timeout,
+        since=since,
+        stalled=since < now(),
+        entry=entry,
+        entered_by=flow.graph().transition(entry.name) if entry is not None else None,
+        fail_options=timeouts.fail_transitions(type(flow), flow.state),
+    )
+
+
+def fail_options(flow: Flow) -> tuple[TransitionSpec, ...]:
+    """Return the transitions "fail it" offers for ``flow`` (into an error state)."""
+    return timeouts.fail_transitions(type(flow), flow.state)

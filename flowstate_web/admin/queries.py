@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, cast, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Row, and_, cast, false, func, literal, not_, select, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from .. import counters
+from .. import counters, timeouts
+from .._executor import now as utcnow
 from ..models import artefacts, flows
 from ..models import state_counts as state_counts_table
 from ..records import utc
+from ..registry import find_flow_type
 from .filters import ListFilter, PropSearch
 
 
@@ -143,7 +145,7 @@ def oldest_errored(session: Session, types: Sequence[str]) -> dict[str, OldestEr
 def counted_by_state(f: ListFilter) -> bool:
     """Return whether the counters can tell how many flows match ``f`` (state/errored only)."""
     dates = (f.created_from, f.created_to, f.updated_from, f.updated_to)
-    return not f.q and all(d is None for d in dates)
+    return not f.q and f.stalled is None and all(d is None for d in dates)
 
 
 def matching(
@@ -197,7 +199,15 @@ def conditions(session: Session, type_name: str, f: ListFilter) -> list[ColumnEl
         where.append(flows.c.id == f.flow_id)
     if f.prop is not None:
         where.append(_prop_matches(session, f.prop))
+    if f.stalled is not None:
+        where.append(_stalled(type_name, f))
     return where
+
+
+def _stalled(type_name: str, f: ListFilter) -> ColumnElement[bool]:
+    cls = find_flow_type(type_name)
+    found = false() if cls is None else timeouts.stalled_condition(cls, states=f.states)
+    return found if f.stalled else not_(found)
 
 
 def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
@@ -282,3 +292,64 @@ def errored_batch(
         .limit(size)
     )
     return list(session.execute(q))
+
+
+def stalled_counts(
+    session: Session, cells: Sequence[StateCount], now: datetime | None = None
+) -> dict[tuple[str, str], Matching]:
+    """Return ``{(type, state): stalled flows}`` for the timed states among ``cells``.
+
+    One statement: per (type, state) with a timeout and flows in it, a count of at most
+    :data:`COUNT_LIMIT` + 1 entries of the (type, state, state_entered_at) index, glued
+    with UNION ALL. No statement when no state of ``cells`` can hold stalled flows.
+    """
+    moment = now or utcnow()
+    branches = []
+    for c in cells:
+        cls = find_flow_type(c.type)
+        spec = cls.graph().state(c.state) if cls is not None else None
+        if spec is None or spec.timeout is None or c.total - c.errored <= 0:
+            continue
+        capped = (
+            select(literal(1))
+            .select_from(flows)
+            .where(
+                flows.c.type == c.type,
+                flows.c.state == c.state,
+                flows.c.state_entered_at < moment - spec.timeout,
+            )
+            .limit(COUNT_LIMIT + 1)
+            .subquery()
+        )
+        branches.append(select(literal(c.type), literal(c.state), func.count()).select_from(capped))
+    if not branches:
+        return {}
+    q = union_all(*branches) if len(branches) > 1 else branches[0]
+    found: dict[tuple[str, str], Matching] = {}
+    for type_, state, n in session.execute(q):
+        if n:
+            found[(type_, state)] = (
+                Matching(COUNT_LIMIT, capped=True) if n > COUNT_LIMIT else Matching(n)
+            )
+    return found
+
+
+def stalled_batch(
+    session: Session, type_name: str, f: ListFilter, after_id: int, size: int
+) -> list[Row[Any]]:
+    """Return the next ``size`` stalled flows matching ``f`` with an id above ``after_id``."""
+    q = (
+        select(flows)
+        .where(*conditions(session, type_name, f.for_bulk_fail()), flows.c.id > after_id)
+        .order_by(flows.c.id)
+        .limit(size)
+    )
+    return list(session.execute(q))
+
+
+def stalled_by_state(
+    session: Session, type_name: str, counts: Mapping[str, int], errored: Mapping[str, int]
+) -> dict[str, Matching]:
+    """Return ``{state: stalled flows}`` of one type (at most one statement, see above)."""
+    cells = [StateCount(type_name, s, n, errored.get(s, 0)) for s, n in counts.items()]
+    return {state: m for (_, state), m in stalled_counts(session, cells).items()}

@@ -105,7 +105,8 @@ def register(bp: Blueprint, settings: Settings) -> None:
         sess = session()
         counts = queries.state_counts(sess)
         oldest = queries.oldest_errored(sess, counts.errored_types())
-        summaries = present.summarize(counts.cells, oldest)
+        stalled = queries.stalled_counts(sess, counts.cells)
+        summaries = present.summarize(counts.cells, oldest, stalled)
         live = filters.live_flag(request.args)
         template = "flowstate/_overview_table.html" if is_htmx() else "flowstate/overview.html"
         return render_template(template, summaries=summaries, live=live, scanned=counts.scanned)
@@ -124,6 +125,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "flows": [cls(row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
+            "stalled_counts": queries.stalled_by_state(session(), type_name, counts, errored),
             "matching": queries.matching(session(), type_name, f, counts, errored)
             if f.active
             else None,
@@ -236,6 +238,7 @@ def panel_context(
         "graph": graph,
         "steps": present.timeline(history, flow.artefacts()),
         "failure": failure,
+        "stall": present.stall(flow, history),
         "diagram": diagram,
         "live": live,
         "message": message,

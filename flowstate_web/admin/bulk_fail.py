@@ -1,0 +1,123 @@
+"""Bulk "fail it": every stalled flow matching a filter, in batches, each batch a transaction.
+
+Works exactly like bulk retry (:mod:`.bulk`: time-boxed requests, a signed progress token,
+keyset on the id, a savepoint per flow) and reuses its :class:`~.bulk.Progress`, where
+``retried`` counts the flows failed. Each flow goes through
+:func:`flowstate_web.timeouts.fail_stalled`, so a flow that moved on or is no longer
+stalled by the time its batch runs is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import BadRequest
+
+from .. import timeouts
+from .._tx import caller_owns
+from ..errors import CallbackError, FlowNotFoundError, GuardFailedError, InvalidTransitionError
+from . import queries
+from .bulk import Progress
+from .filters import ListFilter
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+
+#: Progress tokens of bulk fail are not accepted by bulk retry, and the reverse.
+SALT: Final = "flowstate.bulk-fail"
+META: Final = "bulk_fail_stalled"
+
+
+def choose(cls: type[Flow], form: Mapping[str, str]) -> dict[str, str]:
+    """Return ``{state: fail transition}`` from the ``via:<state>`` form fields.
+
+    :raises BadRequest: a field names no transition from its state into an error state.
+    """
+    chosen: dict[str, str] = {}
+    for key, name in form.items():
+        if not key.startswith("via:") or not name:
+            continue
+        state = key.removeprefix("via:")
+        if name not in {t.name for t in timeouts.fail_transitions(cls, state)}:
+            raise BadRequest(
+                f"{name[:80]!r} is not a transition from {state[:80]!r} into an error state"
+            )
+        chosen[state] = name
+    return chosen
+
+
+def run(
+    session: Session,
+    cls: type[Flow],
+    f: ListFilter,
+    progress: Progress,
+    *,
+    chosen: Mapping[str, str],
+    actor: str,
+    reason: str | None,
+    batch_size: int,
+    seconds: float,
+) -> Progress:
+    """Fail batches of matching stalled flows until none is left or ``seconds`` are spent."""
+    if caller_owns(session):
+        raise RuntimeError("bulk fail commits batch by batch: call it outside a transaction")
+    if session.in_transaction():
+        session.commit()  # end the request's autobegun reads, as a single engine call would
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with session.begin():
+                rows = queries.stalled_batch(
+                    session, cls.type_name, f, progress.last_id, batch_size
+                )
+                for row in rows:
+                    _fail_one(session, cls(row), chosen, actor, reason, progress)
+        except CallbackError as exc:  # raised after the batch committed
+            for where, error in exc.failures:
+                progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")
+        if not rows:
+            progress.done = True
+            return progress
+        progress.last_id = rows[-1].id
+        if len(rows) < batch_size:
+            progress.done = True
+            return progress
+        if time.monotonic() >= deadline:
+            return progress
+
+
+def _fail_one(
+    session: Session,
+    flow: Flow,
+    chosen: Mapping[str, str],
+    actor: str,
+    reason: str | None,
+    progress: Progress,
+) -> None:
+    options = [t.name for t in timeouts.fail_transitions(type(flow), flow.state)]
+    name = chosen.get(flow.state)
+    if name is None and len(options) == 1:
+        name = options[0]
+    if name is None:
+        why = "declares no transition into an error state" if not options else "has several"
+        progress.note(progress.skipped, f"state {flow.state!r} {why}; none was chosen")
+        return
+    try:
+        with session.begin_nested():
+            timeouts.fail_stalled(flow, name, actor=actor, reason=reason, meta={"admin": META})
+    except timeouts.NotStalledError:
+        progress.note(progress.skipped, "no longer stalled")
+    except InvalidTransitionError as exc:
+        progress.note(progress.skipped, f"state changed meanwhile (now {exc.current!r})")
+    except GuardFailedError as exc:
+        progress.note(progress.skipped, f"guard of {exc.transition!r} refused")
+    except FlowNotFoundError:
+        progress.note(progress.skipped, "deleted meanwhile")
+    except Exception as exc:
+        # The transition's own code failed: rolled back to the savepoint, keep going.
+        progress.note(progress.failed, f"{name}: {type(exc).__name__}: {exc}")
+    else:
+        progress.retried += 1
