@@ -56,6 +56,28 @@ def recount_command() -> None:
         session.rollback()
 
 
+@flowstate_cli.command("sweep")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="flows per transaction",
+)
+@with_appcontext
+def sweep_command(limit: int) -> None:
+    """Fail stalled flows of states that declare on_timeout (run it periodically)."""
+    from .timeouts import sweep
+
+    total = 0
+    while True:
+        n = sweep(limit=limit)
+        total += n
+        if n < limit:
+            break
+    click.echo(f"failed {total} stalled flow(s)")
+
+
 def _attach_optional() -> None:
     try:
         from .diagrams.cli import diagram_command

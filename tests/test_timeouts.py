@@ -372,3 +372,19 @@ def test_sweep_in_an_app_context(app: Any, db: Any) -> None:
     db.session.commit()
     assert sweep(now=NOW) == 1
     assert TimedFlow.get(flow.id).state == "failed"
+
+
+def test_sweep_cli(app: Any, db: Any) -> None:
+    made = []
+    for i in range(3):
+        flow = TimedFlow.create(ref=f"cli{i}")
+        flow.start()
+        made.append(flow.id)
+    db.session.execute(
+        update(flows).where(flows.c.id.in_(made[:2])).values(state_entered_at=NOW - HOUR)
+    )
+    db.session.commit()
+    result = app.test_cli_runner().invoke(args=["flowstate", "sweep", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "failed 2 stalled flow(s)"
+    assert [TimedFlow.get(i).state for i in made] == ["failed", "failed", "fetching"]
