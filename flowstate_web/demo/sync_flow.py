@@ -5,13 +5,14 @@ The README quotes this module; ``tests/test_example_flow.py`` runs it, failure a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flowstate_web import Artefact, Flow, Prop, State, transition
 from flowstate_web.demo import jobs
 
 
-class SyncThirdPartyApiFlow(Flow):
+class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
     """Fetch a record from a third-party API, persist the response, save it locally."""
 
     my_record_id = Prop(str)
@@ -19,7 +20,9 @@ class SyncThirdPartyApiFlow(Flow):
 
     pending = State(initial=True)
     picked = State()
-    fetching_third_party_api = State()
+    fetching_third_party_api = State(
+        timeout=timedelta(minutes=2), on_timeout="fail_third_party_api_request"
+    )
     fetched_third_party_api = State()
     failed_to_fetch_third_party_api = State(error=True)
     saving_my_record = State()
