@@ -180,6 +180,8 @@ class TypeSummary:
     #: Stalled flows (capped per state at ``queries.COUNT_LIMIT``, then "+").
     stalled: int = 0
     stalled_capped: bool = False
+    #: Whether any state of the type declares a timeout (else "stalled" cannot apply).
+    timed: bool = False
 
     @property
     def undeclared(self) -> tuple[str, ...]:
@@ -233,6 +235,7 @@ def summarize(
                 oldest=oldest.get(name),
                 stalled=sum(c.stalled.n for c in cells if c.stalled),
                 stalled_capped=any(c.stalled.capped for c in cells if c.stalled),
+                timed=cls is not None and bool(cls.graph().timed_states),
             )
         )
     return out
@@ -290,3 +293,8 @@ def stall(flow: Flow, history: Sequence[HistoryEntry]) -> Stall | None:
 def fail_options(flow: Flow) -> tuple[TransitionSpec, ...]:
     """Return the transitions "fail it" offers for ``flow`` (into an error state)."""
     return timeouts.fail_transitions(type(flow), flow.state)
+
+
+def short_duration(delta: timedelta) -> str:
+    """Return a declared timeout as ``10m``, ``1h 30m`` (at most two units)."""
+    return timeouts.short(delta)
