@@ -9,7 +9,9 @@ the two demo flow types, 5 % errored) and ``ANALYZE``d.
 Pages (all of ``SyncThirdPartyApiFlow``): overview; flow type list, first page; filtered by
 one in-progress state; errored only; a deep keyset page (``before=`` the id 90 % of the way
 down the list); created in the 7 days before the newest flow; a prop search
-(``q=my_record_id=...``, one match); one completed flow's page (history, artefact,
+(``q=my_record_id=...``, one match); stalled flows only (``stalled=1``: flows past their
+state's timeout; the seeded in-progress flows are days old, so nearly all of them are);
+one completed flow's page (history, artefact,
 diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
 enough that every list is a full page at 1,000 flows too, so both sizes render the same
 rows (the ``rows`` column) and only the database's share of the work can differ.
@@ -70,6 +72,7 @@ PAGES = (
     "type list, deep keyset page",
     "type list, created in the last 7 days",
     "type list, prop search",
+    "type list, stalled only",
     "flow page",
 )
 
@@ -244,6 +247,7 @@ def page_paths(engine: Engine) -> dict[str, str]:
         "type list, deep keyset page": f"{base}?before={deep}",
         "type list, created in the last 7 days": f"{base}?created_from={week_before}",
         "type list, prop search": f"{base}?q={search}",
+        "type list, stalled only": f"{base}?stalled=1",
         "flow page": f"{base}/{completed}",
     }
 
