@@ -176,8 +176,10 @@ def register(bp: Blueprint, settings: Settings) -> None:
     def flow_detail(type_name: str, flow_id: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
         flow = load_flow(cls, flow_id)
-        if is_htmx() and request.args.get("seq") == str(flow.seq):
-            return Response(status=204)  # nothing happened since: htmx keeps the page as is
+        # Nothing happened since (same seq, and it did not stall meanwhile): keep the page.
+        same = request.args.get("seq") == str(flow.seq)
+        if is_htmx() and same and (request.args.get("stalled") == "1") == flow.stalled:
+            return Response(status=204)
         context = panel_context(flow, settings, live=filters.live_flag(request.args))
         if is_htmx():
             return render_template("flowstate/_flow_panel.html", **context)

@@ -304,3 +304,15 @@ def test_bulk_fail_refuses_a_retry_token_and_bad_choices(admin: Flask, web: Flas
     assert web.post(f"{TYPE}/bulk-fail", data=data).status_code == 400
     bad = {"csrf_token": csrf_token(web), "via:fetching": "finish"}
     assert web.post(f"{TYPE}/bulk-fail", data=bad).status_code == 400
+
+
+def test_live_refresh_notices_a_flow_that_stalls(admin: Flask, web: FlaskClient) -> None:
+    flow = TimedFlow.create(ref="watched")
+    flow.start()
+    poll = f"{TYPE}/{flow.id}?seq={flow.seq}"
+    assert web.get(poll, headers=HX).status_code == 204  # nothing new
+    entered_ago(admin, flow.id, timedelta(minutes=11))  # same seq, but now stalled
+    response = web.get(poll, headers=HX)
+    assert response.status_code == 200
+    assert "Stalled since" in response.get_data(as_text=True)
+    assert web.get(poll + "&stalled=1", headers=HX).status_code == 204
