@@ -9,7 +9,7 @@ other totals stop at :data:`COUNT_LIMIT`. Values only ever reach SQL as bound pa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -338,13 +338,89 @@ def stalled_batch(
     session: Session, type_name: str, f: ListFilter, after_id: int, size: int
 ) -> list[Row[Any]]:
     """Return the next ``size`` stalled flows matching ``f`` with an id above ``after_id``."""
-    q = (
-        select(flows)
-        .where(*conditions(session, type_name, f.for_bulk_fail()), flows.c.id > after_id)
-        .order_by(flows.c.id)
-        .limit(size)
+    return _stalled_rows(session, type_name, f.for_bulk_fail(), after=after_id, size=size)
+
+
+def stalled_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:
+    """Return one page of *stalled* flows matching ``f``: :func:`list_page` for ``stalled=1``.
+
+    An OR of "state = s AND state_entered_at < cutoff(s)" over the timed states is not
+    an index range, so each timed state gets its own keyset branch (glued with UNION ALL),
+    where the planner picks per state between the (type, state, id) index and the
+    (type, state, state_entered_at) range: few or many stalled flows, no table walk.
+    """
+    if f.after is not None:
+        rows = _stalled_rows(session, type_name, f, after=f.after, size=size + 1)
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(
+            rows=rows,
+            older=rows[-1].id if rows else f.after + 1,
+            newer=rows[0].id if rows and more_newer else None,
+        )
+    rows = _stalled_rows(session, type_name, f, before=f.before, size=size + 1)
+    more_older = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows=rows,
+        older=rows[-1].id if rows and more_older else None,
+        newer=(rows[0].id if rows else f.before - 1) if f.before is not None else None,
     )
-    return list(session.execute(q))
+
+
+def _stalled_rows(
+    session: Session,
+    type_name: str,
+    f: ListFilter,
+    *,
+    size: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> list[Row[Any]]:
+    """Return ``size`` stalled flows matching ``f``: ids descending below ``before``, or
+    ascending above ``after`` when it is given."""
+    cls = find_flow_type(type_name)
+    if cls is None:
+        return []
+    moment = utcnow()
+    rest = conditions(session, type_name, replace(f, stalled=None, states=()))
+    ascending = after is not None
+    branches = []
+    for spec in cls.graph().timed_states:
+        if spec.timeout is None or (f.states and spec.name not in f.states):
+            continue
+        q = select(flows).where(
+            *rest,
+            flows.c.state == spec.name,
+            flows.c.state_entered_at < moment - spec.timeout,
+        )
+        if after is not None:
+            q = q.where(flows.c.id > after)
+        elif before is not None:
+            q = q.where(flows.c.id < before)
+        order = flows.c.id.asc() if ascending else flows.c.id.desc()
+        branches.append(q.order_by(order).limit(size).subquery())
+    if not branches:
+        return []
+    glued = union_all(*(select(b) for b in branches)).subquery()
+    order = glued.c.id.asc() if ascending else glued.c.id.desc()
+    return list(session.execute(select(glued).order_by(order).limit(size)))
+
+
+def stalled_matching(f: ListFilter, stalled: Mapping[str, Matching]) -> Matching | None:
+    """Return how many flows match ``f`` from the per-state stalled counts, when they tell.
+
+    They tell for ``stalled=1`` narrowed by states only (``errored=1`` then matches none);
+    ``None`` otherwise (count with :func:`matching`).
+    """
+    if f.stalled is not True or not counted_by_state(replace(f, stalled=None)):
+        return None
+    if f.errored:
+        return Matching(0)
+    found = [m for state, m in stalled.items() if not f.states or state in f.states]
+    n = sum(m.n for m in found)
+    capped = any(m.capped for m in found)
+    return Matching(n, capped=capped)
 
 
 def stalled_by_state(

@@ -116,7 +116,9 @@ def register(bp: Blueprint, settings: Settings) -> None:
         cls = flow_type_or_404(type_name)
         f = filters.parse(request.args, cls)
         counts, errored, scanned = type_counts(type_name)
-        page = queries.list_page(session(), type_name, f, settings.page_size)
+        stalled = queries.stalled_by_state(session(), type_name, counts, errored)
+        listing = queries.stalled_page if f.stalled else queries.list_page
+        page = listing(session(), type_name, f, settings.page_size)
         context: dict[str, Any] = {
             "cls": cls,
             "graph": cls.graph(),
@@ -125,8 +127,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "flows": [cls(row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
-            "stalled_counts": queries.stalled_by_state(session(), type_name, counts, errored),
-            "matching": queries.matching(session(), type_name, f, counts, errored)
+            "stalled_counts": stalled,
+            "matching": (
+                queries.stalled_matching(f, stalled)
+                or queries.matching(session(), type_name, f, counts, errored)
+            )
             if f.active
             else None,
             "scanned": scanned,

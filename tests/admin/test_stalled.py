@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -316,3 +317,34 @@ def test_live_refresh_notices_a_flow_that_stalls(admin: Flask, web: FlaskClient)
     assert response.status_code == 200
     assert "Stalled since" in response.get_data(as_text=True)
     assert web.get(poll + "&stalled=1", headers=HX).status_code == 204
+
+
+def test_stalled_list_pages_by_keyset_across_states(make_admin: Callable[..., Flask]) -> None:
+    app = make_admin(FLOWSTATE_PAGE_SIZE=4)
+    with app.app_context():
+        stalled: list[int] = []
+        for i in range(5):
+            stalled.append(stalled_fetch(app, f"f{i}").id)
+            queued = TimedFlow.create(ref=f"q{i}")
+            entered_ago(app, queued.id, timedelta(hours=2))
+            stalled.append(queued.id)
+            TimedFlow.create(ref=f"young{i}")  # queued, not stalled
+        web = app.test_client()
+        seen: list[int] = []
+        path = f"{TYPE}?stalled=1"
+        pages = 0
+        while path:
+            html = web.get(path, headers=HX).get_data(as_text=True)
+            seen += [int(m) for m in re.findall(r'<tr id="flow-(\d+)"', html)]
+            older = re.search(r'href="([^"]+)" rel="next"', html)
+            path = older.group(1).replace("&amp;", "&") if older else ""
+            pages += 1
+        assert seen == sorted(stalled, reverse=True)
+        assert pages == 3
+        # And back: the newer page of the last one is the middle one.
+        last = web.get(f"{TYPE}?stalled=1&before={seen[7]}", headers=HX).get_data(as_text=True)
+        newer = re.search(r'href="([^"]+)" rel="prev"', last)
+        assert newer is not None
+        middle = web.get(newer.group(1).replace("&amp;", "&"), headers=HX).get_data(as_text=True)
+        assert [int(m) for m in re.findall(r'<tr id="flow-(\d+)"', middle)] == seen[4:8]
+        assert '<b class="fs-match-count">10</b> match the filter' in middle
