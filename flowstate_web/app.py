@@ -198,6 +198,11 @@ def _secret_key(instance: Path) -> str:
 
 
 def _check_access_config(app: Flask) -> None:
+    for key in ("FLOWSTATE_LOGIN_LIMIT", "FLOWSTATE_LOGIN_GLOBAL_LIMIT"):
+        try:
+            login.check_limit(key, app.config[key])
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
     hosts = app.config.get("FLOWSTATE_TRUSTED_HOSTS")
     if isinstance(hosts, str):
         hosts = [h.strip() for h in hosts.split(",")]
@@ -223,11 +228,6 @@ def _check_access_config(app: Flask) -> None:
             "the admin needs a login: set FLOWSTATE_ADMIN_PASSWORD=<secret>"
             " (or start it with --public, which only answers requests from this machine)"
         )
-    for key in ("FLOWSTATE_LOGIN_LIMIT", "FLOWSTATE_LOGIN_GLOBAL_LIMIT"):
-        try:
-            login.check_limit(key, app.config[key])
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
 
 
 def host_name(host: str) -> str:
