@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
@@ -211,7 +212,7 @@ def init_throttle(app: Flask) -> Limiter:
 
 
 def _throttled(limit: RequestLimit) -> Response:
-    wait = max(1, int(limit.reset_at - time.time()) + 1)
+    wait = max(1, math.ceil(limit.reset_at - time.time()))
     log.warning(
         "flowstate-web: login throttled for %s (%s failed logins reached; retry in %ss)",
         get_remote_address(),
