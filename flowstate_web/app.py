@@ -4,8 +4,10 @@ Run it with ``flowstate-web serve`` (waitress) or ``flask --app flowstate_web.ap
 By default it keeps its SQLite database in the instance folder; ``FLOWSTATE_DATABASE_URL``
 (or ``DATABASE_URL``) points it at PostgreSQL. It applies the shipped migrations on start,
 imports the flow modules named in ``FLOWSTATE_FLOW_MODULES`` and asks for a login
-(``FLOWSTATE_ADMIN_PASSWORD``) unless it was explicitly started public on localhost.
-See ``docs/standalone.md``.
+(``FLOWSTATE_ADMIN_PASSWORD``; :mod:`flowstate_web.login`) unless it was explicitly started
+public. A public app cannot know where a WSGI server binds it, so it checks every request:
+the client must be this machine (a loopback address) and the ``Host`` a loopback name
+(``FLOWSTATE_TRUSTED_HOSTS`` replaces the names). See ``docs/standalone.md``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     Config comes from the defaults, then the environment, then ``test_config``.
 
-    :raises StartupError: no admin password and not public, public on a non-local bind,
-        or a flow module that cannot be imported.
+    :raises StartupError: no admin password and not public, public with a non-local
+        ``FLOWSTATE_BIND_HOST`` (what ``--host`` said), a malformed login limit or limit
+        storage, or a flow module that cannot be imported.
     """
     config = {**_from_env(os.environ), **(test_config or {})}
     instance = config.get("FLOWSTATE_INSTANCE_PATH")
