@@ -4,46 +4,42 @@ Run it with ``flowstate-web serve`` (waitress) or ``flask --app flowstate_web.ap
 By default it keeps its SQLite database in the instance folder; ``FLOWSTATE_DATABASE_URL``
 (or ``DATABASE_URL``) points it at PostgreSQL. It applies the shipped migrations on start,
 imports the flow modules named in ``FLOWSTATE_FLOW_MODULES`` and asks for a login
-(``FLOWSTATE_ADMIN_PASSWORD``) unless it was explicitly started public on localhost.
-See ``docs/standalone.md``.
+(``FLOWSTATE_ADMIN_PASSWORD``; :mod:`flowstate_web.login`) unless it was explicitly started
+public. A public app cannot know where a WSGI server binds it, so it checks every request:
+the client must be this machine (a loopback address) and the ``Host`` a loopback name
+(``FLOWSTATE_TRUSTED_HOSTS`` replaces the names). See ``docs/standalone.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import importlib
+import ipaddress
 import logging
 import os
 import secrets
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import (
-    Blueprint,
-    Flask,
-    current_app,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Flask, current_app, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_migrate import Migrate, upgrade
 from flask_sqlalchemy import SQLAlchemy
+from limits.errors import ConfigurationError
 from sqlalchemy import event
+from werkzeug.exceptions import BadRequest, Forbidden
+from werkzeug.wrappers import Response
 
-from .admin.security import check_csrf, csrf_token
+from . import login
+from .admin.security import add_headers
 from .errors import FlowStateError
 from .extension import FlowState
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEMO_MODULES = ("flowstate_web.demo.sync_flow", "flowstate_web.demo.orders_flow")
-SESSION_USER = "flowstate_user"
+SESSION_USER = login.SESSION_USER
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 db = SQLAlchemy()
@@ -58,8 +54,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     Config comes from the defaults, then the environment, then ``test_config``.
 
-    :raises StartupError: no admin password and not public, public on a non-local bind,
-        or a flow module that cannot be imported.
+    :raises StartupError: no admin password and not public, public with a non-local
+        ``FLOWSTATE_BIND_HOST`` (what ``--host`` said), a malformed login limit or limit
+        storage, or a flow module that cannot be imported.
     """
     config = {**_from_env(os.environ), **(test_config or {})}
     instance = config.get("FLOWSTATE_INSTANCE_PATH")
@@ -77,6 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         FLOWSTATE_FLOW_MODULES=[],
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        **login.DEFAULTS,
     )
     app.config.update(config)
     if not app.config.get("SECRET_KEY"):
@@ -87,6 +85,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         demo=bool(app.config["FLOWSTATE_DEMO"]),
     )
     _check_access_config(app)
+    # First of all hooks: a request for a foreign Host or (public) from another machine
+    # is refused before anything else looks at it.
+    app.before_request(_check_origin)
+    app.after_request(_headers)
+    if not app.config.get("FLOWSTATE_PUBLIC"):
+        app.config.setdefault("FLOWSTATE_LOGOUT_ENDPOINT", "standalone.logout")
 
     db.init_app(app)
     with app.app_context():
@@ -94,8 +98,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             event.listen(db.engine, "connect", _sqlite_pragmas)
     ext = FlowState(app, db=db)
     if not app.config.get("FLOWSTATE_PUBLIC"):
-        ext.access_check(_logged_in)
-        ext.actor_loader(_current_user)
+        ext.access_check(login.logged_in)
+        ext.actor_loader(login.current_user)
         ext.on_denied = _to_login
     migrations = str(_migrations_dir())
     Migrate(app, db, directory=migrations)
@@ -105,7 +109,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             # The shipped env.py tries Flask-SQLAlchemy 2's get_engine() first.
             warnings.filterwarnings("ignore", "'get_engine' is deprecated", DeprecationWarning)
             upgrade(directory=migrations)
-    app.register_blueprint(_login_blueprint())
+    app.register_blueprint(_login_blueprint(app))
     app.before_request(_require_login)
     return app
 
@@ -121,6 +125,11 @@ _ENV_KEYS = (
     "FLOWSTATE_URL_PREFIX",
     "FLOWSTATE_DEMO_REDIS_URL",
     "FLOWSTATE_DEMO_QUEUE_PATH",
+    "FLOWSTATE_TRUSTED_HOSTS",
+    "FLOWSTATE_LOGIN_LIMIT",
+    "FLOWSTATE_LOGIN_GLOBAL_LIMIT",
+    "FLOWSTATE_LOGIN_LIMIT_STORAGE_URI",
+    "FLOWSTATE_LOGIN_LIMIT_PREFIX",
 )
 _ENV_BOOLS = (
     "FLOWSTATE_PUBLIC",
@@ -193,6 +202,16 @@ def _secret_key(instance: Path) -> str:
 
 
 def _check_access_config(app: Flask) -> None:
+    for key in ("FLOWSTATE_LOGIN_LIMIT", "FLOWSTATE_LOGIN_GLOBAL_LIMIT"):
+        try:
+            login.check_limit(key, app.config[key])
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+    hosts = app.config.get("FLOWSTATE_TRUSTED_HOSTS")
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",")]
+    if hosts:
+        app.config["FLOWSTATE_TRUSTED_HOSTS"] = [h.lower() for h in hosts if h]
     host = str(app.config["FLOWSTATE_BIND_HOST"]).strip("[]")
     if app.config.get("FLOWSTATE_PUBLIC"):
         if host not in LOCAL_HOSTS:
@@ -200,13 +219,75 @@ def _check_access_config(app: Flask) -> None:
                 f"a public admin (no login) may only bind to 127.0.0.1 or localhost, not {host};"
                 " set FLOWSTATE_ADMIN_PASSWORD and drop --public to serve it on a network"
             )
-        app.logger.warning("flowstate-web: PUBLIC admin, no login, on %s only", host)
+        if not hosts:
+            app.config["FLOWSTATE_TRUSTED_HOSTS"] = sorted(LOCAL_HOSTS)
+        app.logger.warning(
+            "flowstate-web: PUBLIC admin, no login: it answers only requests from this machine"
+            " (a loopback client address) for the host names %s",
+            ", ".join(app.config["FLOWSTATE_TRUSTED_HOSTS"]),
+        )
         return
     if not app.config.get("FLOWSTATE_ADMIN_PASSWORD"):
         raise StartupError(
             "the admin needs a login: set FLOWSTATE_ADMIN_PASSWORD=<secret>"
-            " (or start it with --public, which only binds to 127.0.0.1)"
+            " (or start it with --public, which only answers requests from this machine)"
         )
+
+
+def host_name(host: str) -> str:
+    """Return the name in a ``Host`` header value: lower case, no port, IPv6 without brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def host_allowed(host: str, allowed: Collection[str]) -> bool:
+    """Return whether ``host`` (``name[:port]``) is one of ``allowed``.
+
+    An allowed name matches exactly, or as a suffix when it starts with a dot
+    (``.example.com``); ports are ignored; IPv6 may be given with or without brackets.
+    Werkzeug's ``TRUSTED_HOSTS`` has the same rules but cannot match an IPv6 address,
+    so the standalone app checks this itself.
+    """
+    name = host_name(host)
+    for ref in allowed:
+        ref = ref.strip().lower()
+        if ref.startswith("."):
+            if name.endswith(ref):
+                return True
+        elif name == host_name(ref) or name == ref.strip("[]"):
+            return True
+    return False
+
+
+def _check_origin() -> None:
+    """Refuse a foreign ``Host`` (DNS rebinding) and, when public, any remote client.
+
+    :raises BadRequest: the Host is not in ``FLOWSTATE_TRUSTED_HOSTS``.
+    :raises Forbidden: a public admin was asked by a client that is not this machine.
+    """
+    allowed = current_app.config.get("FLOWSTATE_TRUSTED_HOSTS")
+    if allowed and not host_allowed(request.host, allowed):
+        raise BadRequest(
+            f"Host {request.host[:100]!r} is not served here (FLOWSTATE_TRUSTED_HOSTS:"
+            f" {', '.join(allowed)})."
+        )
+    if current_app.config.get("FLOWSTATE_PUBLIC") and not _loopback(request.remote_addr):
+        raise Forbidden("This admin is public (no login) and answers only this machine.")
+
+
+def _headers(response: Response) -> Response:
+    """Give every response of the app (login, errors, static files) the admin's headers."""
+    endpoint = request.endpoint or ""
+    return add_headers(response, static=endpoint == "static" or endpoint.endswith(".static"))
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -270,16 +351,7 @@ def _keep_loggers() -> Iterator[None]:
         logging.root.setLevel(root_level)
 
 
-# -- login --------------------------------------------------------------------------------
-
-
-def _logged_in() -> bool:
-    return SESSION_USER in session
-
-
-def _current_user() -> str | None:
-    user = session.get(SESSION_USER)
-    return str(user) if user else None
+# -- login ------------------------------------------------------------------------------
 
 
 def _to_login() -> ResponseReturnValue:
@@ -291,7 +363,7 @@ def _to_login() -> ResponseReturnValue:
 
 def _require_login() -> ResponseReturnValue | None:
     """Send anyone not logged in to the login page (the whole app, not only the admin)."""
-    if current_app.config.get("FLOWSTATE_PUBLIC") or _logged_in():
+    if current_app.config.get("FLOWSTATE_PUBLIC") or login.logged_in():
         return None
     endpoint = request.endpoint or ""
     if endpoint == "standalone.login" or endpoint == "static" or endpoint.endswith(".static"):
@@ -299,64 +371,19 @@ def _require_login() -> ResponseReturnValue | None:
     return _to_login()
 
 
-def _safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else the home page."""
-    if target:
-        parts = urlsplit(target)
-        local = not parts.scheme and not parts.netloc and target.startswith("/")
-        if local and not target.startswith("//") and "\\" not in target:
-            return target
-    return url_for("standalone.index")
-
-
-def _login_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
-    html = render_template(
-        "flowstate/login.html",
-        user=_current_user(),
-        error=error,
-        next=request.values.get("next", ""),
-        csrf_token=csrf_token(),
+def _login_blueprint(app: Flask) -> Any:
+    app.extensions["flowstate_logins"] = login.LoginStore(
+        Path(app.instance_path) / "logins",
+        secret=str(app.config["SECRET_KEY"]),
+        password=str(app.config.get("FLOWSTATE_ADMIN_PASSWORD") or ""),
+        lifetime=app.permanent_session_lifetime,
     )
-    headers = {
-        "Content-Security-Policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'",
-        "X-Frame-Options": "DENY",
-        "Cache-Control": "no-store",
-    }
-    return html, status, headers
-
-
-def _login_blueprint() -> Blueprint:
-    from ._resources import shipped_blueprint
-
-    # Own template and static folders, so the login page works with the admin unmounted.
-    bp = shipped_blueprint("standalone", __name__, "/_static")
-
-    @bp.get("/")
-    def index() -> ResponseReturnValue:
-        if "flowstate.overview" in current_app.view_functions:
-            return redirect(url_for("flowstate.overview"))
-        return "flowstate-web is running; the admin is not mounted (FLOWSTATE_ADMIN).", 200
-
-    @bp.route("/login", methods=["GET", "POST"])
-    def login() -> ResponseReturnValue:
-        if current_app.config.get("FLOWSTATE_PUBLIC"):
-            return redirect(url_for("standalone.index"))
-        if request.method == "GET":
-            return _login_page()
-        check_csrf()
-        expected = str(current_app.config.get("FLOWSTATE_ADMIN_PASSWORD") or "")
-        given = request.form.get("password", "")
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            return _login_page("Wrong password.", 401)
-        target = _safe_next(request.form.get("next"))
-        session.clear()  # a fresh session on login: no fixation
-        session[SESSION_USER] = str(current_app.config["FLOWSTATE_ADMIN_USERNAME"])
-        return redirect(target, code=303)
-
-    @bp.post("/logout")
-    def logout() -> ResponseReturnValue:
-        check_csrf()
-        session.clear()
-        return redirect(url_for("standalone.login"), code=303)
-
-    return bp
+    try:
+        limiter = login.init_throttle(app)
+    except ConfigurationError as exc:
+        raise StartupError(f"FLOWSTATE_LOGIN_LIMIT_STORAGE_URI: {exc}") from None
+    return login.login_blueprint(
+        limiter,
+        per_address=str(app.config["FLOWSTATE_LOGIN_LIMIT"]),
+        everyone=str(app.config["FLOWSTATE_LOGIN_GLOBAL_LIMIT"]),
+    )

@@ -321,3 +321,133 @@ def test_cli_refuses_public_on_a_network_bind(
     monkeypatch.setenv("FLOWSTATE_INSTANCE_PATH", str(tmp_path))
     assert main(["serve", "--public", "--host", "0.0.0.0"]) == 2
     assert "only bind to 127.0.0.1" in capsys.readouterr().err
+
+
+# -- Host names (DNS rebinding) and public mode ------------------------------------------------
+
+
+def _public(make: Callable[..., Flask], **config: Any) -> Flask:
+    return make(
+        FLOWSTATE_ADMIN_PASSWORD=None,
+        FLOWSTATE_PUBLIC=True,
+        FLOWSTATE_FLOW_MODULES="tests.host_app.flows",
+        **config,
+    )
+
+
+def _retry_form(client: FlaskClient) -> dict[str, str]:
+    html = client.get("/flows/").text
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert found
+    return {"csrf_token": found.group(1), "transition": "x"}
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "localhost", "127.0.0.1", "[::1]"]
+)
+def test_public_mode_serves_loopback_host_names(make: Callable[..., Flask], host: str) -> None:
+    client = _public(make).test_client()
+    r = client.get("/flows/", base_url=f"http://{host}")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["rebind.evil.example:8000", "rebind.evil.example", "localhost.evil.example", "[::2]:80"],
+)
+def test_public_mode_refuses_other_host_names(make: Callable[..., Flask], host: str) -> None:
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: it gets a 400, no data."""
+    client = _public(make).test_client()
+    r = client.get("/flows/", base_url=f"http://{host}")
+    assert r.status_code == 400
+    assert "FLOWSTATE_TRUSTED_HOSTS" in r.text
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    form = _retry_form(client)  # a token from the real page, as a rebinding script could get
+    post = client.post(
+        "/flows/types/HostOnboardingFlow/1/retry", data=form, base_url=f"http://{host}"
+    )
+    assert post.status_code == 400
+
+
+def test_public_mode_refuses_remote_clients(make: Callable[..., Flask]) -> None:
+    client = _public(make).test_client()
+    r = client.get("/flows/", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert r.status_code == 403
+    assert client.get("/flows/", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def test_trusted_hosts_for_a_proxy(
+    make: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWSTATE_TRUSTED_HOSTS", "flows.example.com, .internal.example")
+    app = _public(make)
+    assert app.config["FLOWSTATE_TRUSTED_HOSTS"] == ["flows.example.com", ".internal.example"]
+    client = app.test_client()
+    for ok in ("flows.example.com", "flows.example.com:443", "ops.internal.example"):
+        assert client.get("/flows/", base_url=f"http://{ok}").status_code == 200, ok
+    for bad in ("localhost:8000", "internal.example.evil", "evil.example"):
+        assert client.get("/flows/", base_url=f"http://{bad}").status_code == 400, bad
+
+
+def test_trusted_hosts_apply_with_a_login_too(make: Callable[..., Flask]) -> None:
+    app = make(FLOWSTATE_TRUSTED_HOSTS=["flows.example.com"])
+    client = app.test_client()
+    assert client.get("/login", base_url="http://flows.example.com").status_code == 200
+    assert client.get("/login", base_url="http://other.example").status_code == 400
+
+
+def test_login_mode_accepts_any_host_by_default(make: Callable[..., Flask]) -> None:
+    client = make().test_client()
+    assert client.get("/login", base_url="http://flows.corp.example:8000").status_code == 200
+
+
+def test_public_mode_says_what_it_enforces(
+    make: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        _public(make)
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "only requests from this machine" in message
+    assert "127.0.0.1" in message and "localhost" in message and "::1" in message
+
+
+# -- security headers on every response --------------------------------------------------------
+
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _assert_headers(response: Any, what: str) -> None:
+    for key, value in HEADERS.items():
+        assert response.headers.get(key) == value, (what, key)
+    csp = response.headers.get("Content-Security-Policy", "")
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, what
+
+
+def test_every_response_of_the_app_carries_the_security_headers(
+    make: Callable[..., Flask],
+) -> None:
+    app = make(FLOWSTATE_LOGIN_LIMIT="1 per minute")
+    client = app.test_client()
+    _assert_headers(client.get("/login"), "login page")
+    _assert_headers(client.get("/"), "redirect to login")
+    _assert_headers(client.get("/no/such/page"), "404 (redirect)")
+    _assert_headers(client.post("/login", data={}), "400 no CSRF")
+    _assert_headers(client.put("/login"), "405")
+    token = _csrf(client)
+    _assert_headers(client.post("/login", data={"csrf_token": token, "password": "x"}), "401")
+    _assert_headers(client.post("/login", data={"csrf_token": token, "password": "x"}), "429")
+    static = client.get("/_static/flowstate/admin.css")
+    _assert_headers(static, "static")
+    assert "no-store" not in static.headers.get("Cache-Control", "")
+    static.close()
+    other = make().test_client()
+    other.post("/login", data={"csrf_token": _csrf(other), "password": "s3cret"})
+    for path in ("/flows/", "/no/such/page", "/flows/types/Nope", "/flows/types/X/1/retry"):
+        _assert_headers(other.get(path), path)
+    _assert_headers(other.get("/login", base_url="http://x.example"), "host")
+    public = make(FLOWSTATE_ADMIN_PASSWORD=None, FLOWSTATE_PUBLIC=True).test_client()
+    _assert_headers(public.get("/flows/", base_url="http://evil.example"), "public 400")

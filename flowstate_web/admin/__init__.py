@@ -68,6 +68,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
             "fs": present,
             "fs_settings": settings,
             "fs_csrf_token": security.csrf_token,
+            "fs_user": security.current_user,
             "fs_can_write": security.can_write(settings),
         }
 

@@ -43,6 +43,8 @@ def reason_field() -> str | None:
     reason = request.form.get("reason", "").strip()
     if len(reason) > MAX_REASON:
         raise BadRequest(f"reason: at most {MAX_REASON} characters")
+    if "\x00" in reason:
+        raise BadRequest("reason: NUL characters are not allowed")
     return reason or None
 
 

@@ -107,6 +107,7 @@ def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
 
     :raises BadRequest: a malformed date, cursor, flag or search, naming the parameter.
     """
+    refuse_nul(args)
     states = tuple(dict.fromkeys(s for s in args.getlist("state") if s))
     if len(states) > MAX_STATES or any(len(s) > MAX_TEXT for s in states):
         raise BadRequest(f"state: at most {MAX_STATES} states of at most {MAX_TEXT} characters")
@@ -134,6 +135,16 @@ def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
         stalled=_flag(args, "stalled"),
         **dates,
     )
+
+
+def refuse_nul(args: MultiDict[str, str]) -> None:
+    """Refuse NUL characters in any parameter: no database column can hold them (PostgreSQL).
+
+    :raises BadRequest: naming the parameter.
+    """
+    for key, value in args.items(multi=True):
+        if "\x00" in value:
+            raise BadRequest(f"{key[:40]}: NUL characters are not allowed")
 
 
 def parse_flow_id(raw: str) -> int | None:

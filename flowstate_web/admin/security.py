@@ -82,6 +82,13 @@ def actor(settings: Settings) -> str:
     )
 
 
+def current_user() -> str | None:
+    """Return the name the host's actor hook gives for this request (for the header), if any."""
+    loader = hooks().actor
+    name = loader() if loader is not None else None
+    return str(name)[:200] if name else None
+
+
 def can_write(settings: Settings) -> bool:
     """Return whether action buttons should be offered at all."""
     return not settings.read_only and (hooks().actor is not None or settings.public)

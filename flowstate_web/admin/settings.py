@@ -18,6 +18,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "FLOWSTATE_DOT_PATH": "dot",
     "FLOWSTATE_DOT_TIMEOUT": 10.0,
     "FLOWSTATE_ARTEFACT_PREVIEW_BYTES": 4096,
+    "FLOWSTATE_LOGOUT_ENDPOINT": None,
 }
 
 
@@ -36,6 +37,9 @@ class Settings:
     dot_path: str = "dot"
     dot_timeout: float = 10.0
     artefact_preview_bytes: int = 4096
+    #: The host's logout view (``"auth.logout"``): the header shows a Log out button that
+    #: POSTs to it with the CSRF token. ``None``: no button.
+    logout_endpoint: str | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -58,6 +62,7 @@ class Settings:
             dot_path=str(config["FLOWSTATE_DOT_PATH"]),
             dot_timeout=_float(config, "FLOWSTATE_DOT_TIMEOUT"),
             artefact_preview_bytes=_int(config, "FLOWSTATE_ARTEFACT_PREVIEW_BYTES", minimum=64),
+            logout_endpoint=_endpoint(config, "FLOWSTATE_LOGOUT_ENDPOINT"),
         )
 
 
@@ -73,3 +78,12 @@ def _float(config: dict[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{key} must be a number >= 0, got {value!r}")
     return float(value)
+
+
+def _endpoint(config: dict[str, Any], key: str) -> str | None:
+    value = config[key]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be an endpoint name like 'auth.logout', got {value!r}")
+    return value

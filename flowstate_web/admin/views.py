@@ -33,6 +33,11 @@ DIAGRAM_FORMATS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: An artefact id in a URL: a 64-bit integer at most, so a larger one is a 404, not an
+#: overflow in the database driver.
+ARTEFACT_ID: Final = "<int(max=9223372036854775807):artefact_id>"
+
+
 def is_htmx() -> bool:
     """Return whether htmx made this request (it then gets a fragment, not a page)."""
     return request.headers.get("HX-Request") == "true"
@@ -190,13 +195,13 @@ def register(bp: Blueprint, settings: Settings) -> None:
             return render_template("flowstate/_flow_panel.html", **context)
         return render_template("flowstate/flow_detail.html", **context)
 
-    @bp.get("/types/<type_name>/<flow_id>/artefacts/<int:artefact_id>")
+    @bp.get(f"/types/<type_name>/<flow_id>/artefacts/{ARTEFACT_ID}")
     def artefact(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
         flow = load_flow(flow_type_or_404(type_name), flow_id)
         entry = find_artefact(flow, artefact_id)
         return render_template("flowstate/artefact.html", flow=flow, artefact=entry)
 
-    @bp.get("/types/<type_name>/<flow_id>/artefacts/<int:artefact_id>.json")
+    @bp.get(f"/types/<type_name>/<flow_id>/artefacts/{ARTEFACT_ID}.json")
     def artefact_json(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
         flow = load_flow(flow_type_or_404(type_name), flow_id)
         entry = find_artefact(flow, artefact_id)

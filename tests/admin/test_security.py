@@ -176,6 +176,7 @@ def test_resource_dir_prefers_the_installed_copy(
         ("FLOWSTATE_BULK_BATCH_SIZE", True),
         ("FLOWSTATE_DOT_TIMEOUT", "fast"),
         ("FLOWSTATE_URL_PREFIX", "flows"),
+        ("FLOWSTATE_LOGOUT_ENDPOINT", 5),
     ],
 )
 def test_bad_settings_are_refused(make_app: Callable[..., Flask], key: str, value: object) -> None:
@@ -203,3 +204,40 @@ def test_hooks_by_decorator_and_constructor() -> None:
         return "carol"
 
     assert ext.actor is who
+
+
+def test_header_names_the_actor_without_a_logout_button_by_default(
+    make_admin: Callable[..., Flask],
+) -> None:
+    app = make_admin(actor="carol@example.com")
+    header = app.test_client().get(ADMIN + "/").get_data(as_text=True).split("</header>")[0]
+    assert ">carol@example.com</span>" in header
+    assert "Log out" not in header
+
+
+def test_header_escapes_the_actor_name(make_admin: Callable[..., Flask]) -> None:
+    app = make_admin(actor=HOSTILE)
+    header = app.test_client().get(ADMIN + "/").get_data(as_text=True).split("</header>")[0]
+    assert "<script>" not in header
+    assert "&lt;script&gt;" in header
+
+
+def test_host_logout_endpoint_gets_a_log_out_button(make_admin: Callable[..., Flask]) -> None:
+    app = make_admin(FLOWSTATE_LOGOUT_ENDPOINT="host_logout")
+    logged_out: list[bool] = []
+
+    @app.post("/bye")
+    def host_logout() -> str:
+        logged_out.append(True)
+        return "bye"
+
+    client = app.test_client()
+    header = client.get(ADMIN + "/").get_data(as_text=True).split("</header>")[0]
+    form = re.search(
+        r'<form class="fs-logout" method="post" action="/bye">(.*?)</form>', header, re.S
+    )
+    assert form, header
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.group(1))
+    assert token
+    assert client.post("/bye", data={"csrf_token": token.group(1)}).data == b"bye"
+    assert logged_out == [True]
