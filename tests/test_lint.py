@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 
 import flowstate_web.demo.orders_flow
-import flowstate_web.lint as lint_module
 import flowstate_web.demo.sync_flow
+import flowstate_web.lint as lint_module
+from flowstate_web import Flow
 from flowstate_web.graph import FlowGraph, StateSpec, TransitionSpec
 from flowstate_web.lint import CODES, LintMessage, lint, lint_all, reachable
 
@@ -146,5 +147,5 @@ def test_the_test_flows_have_only_their_deliberate_warnings() -> None:
 
 
 @pytest.mark.parametrize("cls", [admin_flows.BranchyFlow, engine_flows.Order])
-def test_lint_accepts_a_class_or_its_graph(cls: type) -> None:
+def test_lint_accepts_a_class_or_its_graph(cls: type[Flow]) -> None:
     assert lint(cls) == lint(cls.graph())
