@@ -90,9 +90,18 @@ def choose(flow: Flow, via: Sequence[str]) -> tuple[str | None, str]:
 
 
 def retry_flow(
-    flow: Flow, via: Sequence[str], *, actor: str, reason: str | None, meta: dict[str, Any]
+    flow: Flow,
+    via: Sequence[str],
+    *,
+    actor: str,
+    reason: str | None,
+    meta: dict[str, Any],
+    warnings: list[str],
 ) -> dict[str, Any]:
-    """Retry ``flow`` through the engine; return what happened (the JSON of one result)."""
+    """Retry ``flow`` through the engine; return what happened (the JSON of one result).
+
+    After-commit callbacks that fail (the retry itself committed) go to ``warnings``.
+    """
     result: dict[str, Any] = {
         "id": flow.id,
         "type": flow.type_name,
@@ -116,8 +125,10 @@ def retry_flow(
     except FlowNotFoundError as exc:
         result["message"] = f"{exc} (deleted meanwhile)"
     except CallbackError as exc:
-        result.update(outcome="retried", to=flow.graph().transition(name).target)  # type: ignore[union-attr]
-        result["message"] = f"retried, but {exc}"
+        target = flow.graph().transition(name).target  # type: ignore[union-attr]
+        result.update(outcome="retried", to=target)
+        result["message"] = f"retried with {name}: {result['from']} -> {target}"
+        warnings.extend(_callback_failures(exc))
     except FlowStateError as exc:
         result["message"] = str(exc)
     except Exception as exc:
@@ -130,8 +141,17 @@ def retry_flow(
     return result
 
 
+def _callback_failures(exc: CallbackError) -> list[str]:
+    return [f"{where}: {type(e).__name__}: {e}" for where, e in exc.failures]
+
+
 def _by_ids(
-    sess: Session, ids: Sequence[int], via: Sequence[str], actor: str, reason: str | None
+    sess: Session,
+    ids: Sequence[int],
+    via: Sequence[str],
+    actor: str,
+    reason: str | None,
+    warnings: list[str],
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for flow_id in dict.fromkeys(ids):
@@ -152,7 +172,10 @@ def _by_ids(
                 }
             )
             continue
-        results.append(retry_flow(cls(row), via, actor=actor, reason=reason, meta={"cli": "retry"}))
+        meta = {"cli": "retry"}
+        results.append(
+            retry_flow(cls(row), via, actor=actor, reason=reason, meta=meta, warnings=warnings)
+        )
         if sess.in_transaction():
             sess.rollback()  # end the read transaction a refusal left open (nothing written)
     return results
@@ -182,7 +205,12 @@ def _bulk(
                     # alone, the batch goes on.
                     savepoint = sess.begin_nested()
                     outcome = retry_flow(
-                        cls(row), via, actor=actor, reason=reason, meta={"cli": "bulk_retry"}
+                        cls(row),
+                        via,
+                        actor=actor,
+                        reason=reason,
+                        meta={"cli": "bulk_retry"},
+                        warnings=warnings,
                     )
                     if outcome["outcome"] == "retried":
                         savepoint.commit()
@@ -190,7 +218,7 @@ def _bulk(
                         savepoint.rollback()
                     results.append(outcome)
         except CallbackError as exc:  # raised after the batch committed
-            warnings.extend(f"{where}: {type(e).__name__}: {e}" for where, e in exc.failures)
+            warnings.extend(_callback_failures(exc))
         if len(rows) < size:
             break
         last_id = rows[-1].id
@@ -235,7 +263,7 @@ def retry_command(
     sess = session()
     warnings: list[str] = []
     if flow_ids:
-        results = _by_ids(sess, flow_ids, via, by, reason)
+        results = _by_ids(sess, flow_ids, via, by, reason, warnings)
     else:
         cls = flow_type_option(type_name)
         assert cls is not None

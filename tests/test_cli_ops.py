@@ -32,6 +32,24 @@ class DeadEndFlow(Flow, type_name="tests.cli.DeadEnd"):
         """Finish."""
 
 
+class NoisyRetryFlow(Flow, type_name="tests.cli.NoisyRetry"):
+    """A retry whose after-commit callback fails (e.g. no job queue in this process)."""
+
+    new = State(initial=True)
+    failed = State(error=True)
+
+    @transition(source=new, target=failed)
+    def fail(self) -> None:
+        """Fail."""
+
+    @transition(source=failed, target=new, retry=True, after="notify")
+    def again(self) -> None:
+        """Retry, then notify."""
+
+    def notify(self) -> None:
+        raise ConnectionError(f"queue unreachable for #{self.id}")
+
+
 def invoke(runner: FlaskCliRunner, *args: str) -> Any:
     return runner.invoke(args=["flowstate", *args])
 
@@ -344,3 +362,22 @@ def test_lint_exit_codes_and_json(app: Flask, runner: FlaskCliRunner) -> None:
     unknown = invoke(runner, "lint", "nope")
     assert unknown.exit_code == 2
     assert "no flow type 'nope'" in unknown.output
+
+
+def test_a_failing_callback_is_a_warning_the_retry_committed(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    one, two = NoisyRetryFlow.create(), NoisyRetryFlow.create()
+    one.fail()
+    two.fail()
+    by_id = as_json(runner, "retry", str(one.id))
+    assert by_id["results"][0]["outcome"] == "retried"
+    assert by_id["results"][0]["message"] == "retried with again: failed -> new"
+    assert by_id["warnings"] == [
+        f"tests.cli.NoisyRetry.again -> notify: ConnectionError: queue unreachable for #{one.id}"
+    ]
+    bulk = invoke(runner, "retry", "--type", "tests.cli.NoisyRetry", "--errored")
+    assert bulk.exit_code == 0, bulk.output
+    said = "tests.cli.NoisyRetry.again -> notify: ConnectionError: queue unreachable for"
+    assert f"warning: {said} #{two.id}" in bulk.stderr
+    assert [one.refresh().state, two.refresh().state] == ["new", "new"]
