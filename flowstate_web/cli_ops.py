@@ -39,9 +39,17 @@ def session() -> Session:
     return current_app.extensions["flowstate"].db.session()  # type: ignore[no-any-return]
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """Print ``text``; what UTF-8 cannot hold (lone surrogates in old rows) is escaped."""
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"), err=err)
+
+
 def emit(document: Mapping[str, Any]) -> None:
-    """Print ``document`` as JSON (keys in the order built, so stable)."""
-    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+    """Print ``document`` as JSON (keys in the order built, so stable).
+
+    A lone surrogate comes out as its JSON escape (``\\udc80``), so the output stays JSON.
+    """
+    say(json.dumps(document, ensure_ascii=False, indent=2, default=str))
 
 
 def iso(value: Any) -> str | None:
@@ -209,9 +217,9 @@ def list_command(
         ],
     )
     if not rows:
-        click.echo("no flows match", err=True)
+        say("no flows match", err=True)
     if next_before is not None:
-        click.echo(f"more: add --before {next_before}", err=True)
+        say(f"more: add --before {next_before}", err=True)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -221,7 +229,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header[:-1])]
     for line in [header, *rows]:
         cells = [c.ljust(w) for c, w in zip(line, widths, strict=False)]
-        click.echo("  ".join([*cells, line[-1]]).rstrip())
+        say("  ".join([*cells, line[-1]]).rstrip())
 
 
 @click.command("show")
@@ -291,35 +299,35 @@ def show_command(flow_id: int, history_limit: int, as_json: bool) -> None:
         return
     d = flow_dict(row)
     flags = " (errored)" if d["errored"] else ""
-    click.echo(f"#{d['id']} {d['type']}  state {d['state']}{flags}")
+    say(f"#{d['id']} {d['type']}  state {d['state']}{flags}")
     if d["problem"]:
-        click.echo(f"  problem: {d['problem']}")
-    click.echo(f"  created {d['created_at']}  updated {d['updated_at']}")
-    click.echo(f"  in state since {d['state_entered_at']}")
+        say(f"  problem: {d['problem']}")
+    say(f"  created {d['created_at']}  updated {d['updated_at']}")
+    say(f"  in state since {d['state_entered_at']}")
     if d["completed_at"]:
-        click.echo(f"  completed {d['completed_at']}")
+        say(f"  completed {d['completed_at']}")
     if d["last_error_type"] or d["last_error_message"]:
-        click.echo(f"  last error: {d['last_error_type']}: {short(d['last_error_message'], 300)}")
+        say(f"  last error: {d['last_error_type']}: {short(d['last_error_message'], 300)}")
     if retries:
-        click.echo(f"  retry with: {', '.join(retries)}")
-    click.echo("props:")
+        say(f"  retry with: {', '.join(retries)}")
+    say("props:")
     for key, value in d["props"].items():
-        click.echo(f"  {key} = {short(value, 200)}")
+        say(f"  {key} = {short(value, 200)}")
     shown = f"the last {len(history)} of {total}" if len(history) < total else f"{total}"
-    click.echo(f"history ({shown}, oldest first):")
+    say(f"history ({shown}, oldest first):")
     for h in history:
         by = f"  by {h.actor}" if h.actor else ""
         why = f"  “{short(h.reason, 120)[1:-1]}”" if h.reason else ""
-        click.echo(
+        say(
             f"  {h.seq}. {h.from_state} -> {h.to_state}  {h.name}"
             f"  {h.created_at.strftime('%Y-%m-%d %H:%M:%S')}{by}{why}"
         )
         if h.error_type:
-            click.echo(f"     {h.error_type}: {short(h.error_message, 200)}")
-    click.echo(f"artefacts ({len(versions)}):")
+            say(f"     {h.error_type}: {short(h.error_message, 200)}")
+    say(f"artefacts ({len(versions)}):")
     for a, n in numbered:
         seq = seqs.get(a.transition_id)
-        click.echo(f"  #{a.id} {a.name} v{n}  written at step {seq}  {short(a.payload, 120)}")
+        say(f"  #{a.id} {a.name} v{n}  written at step {seq}  {short(a.payload, 120)}")
 
 
 def _numbered(versions: Sequence[ArtefactEntry]) -> list[tuple[ArtefactEntry, int]]:
@@ -374,10 +382,10 @@ def lint_command(
     else:
         for title, group in (("errors", errors), ("warnings", warnings)):
             if group:
-                click.echo(f"{title}:")
+                say(f"{title}:")
                 for m in group:
-                    click.echo(f"  {m.code} {m.type_name}: {m.message}")
-        click.echo(
+                    say(f"  {m.code} {m.type_name}: {m.message}")
+        say(
             f"{len(types)} flow type(s) checked: {len(errors)} error(s), {len(warnings)} warning(s)"
         )
     if errors or (strict and warnings):

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .admin import queries
-from .cli_ops import MAX_LIMIT, emit, flow_type_option, parse_filter, session
+from .cli_ops import MAX_LIMIT, emit, flow_type_option, parse_filter, say, session
 from .errors import (
     CallbackError,
     FlowNotFoundError,
@@ -283,12 +283,12 @@ def retry_command(
     else:
         for r in results:
             label = "" if r["outcome"] == "retried" else f"NOT retried ({r['outcome']}): "
-            click.echo(f"#{r['id']} {r['type'] or '?'}: {label}{r['message']}")
+            say(f"#{r['id']} {r['type'] or '?'}: {label}{r['message']}")
         for w in warnings:
-            click.echo(f"warning: {w}", err=True)
+            say(f"warning: {w}", err=True)
         if not results:
-            click.echo(f"no errored {type_name} flows match", err=True)
+            say(f"no errored {type_name} flows match", err=True)
         else:
-            click.echo(f"retried {retried} of {len(results)} flow(s) as {by}")
+            say(f"retried {retried} of {len(results)} flow(s) as {by}")
     if retried < len(results):
         raise SystemExit(1)

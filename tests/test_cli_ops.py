@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
+from sqlalchemy import text
 
 from flowstate_web import Flow, State, transition
 
@@ -381,3 +382,23 @@ def test_a_failing_callback_is_a_warning_the_retry_committed(
     said = "tests.cli.NoisyRetry.again -> notify: ConnectionError: queue unreachable for"
     assert f"warning: {said} #{two.id}" in bulk.stderr
     assert [one.refresh().state, two.refresh().state] == ["new", "new"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL cannot store it
+def test_rows_written_before_the_boundary_never_break_the_output(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    flow = failed_order()
+    db = app.extensions["sqlalchemy"]
+    db.session.execute(
+        text("UPDATE flowstate_flows SET props = :p WHERE id = :i"),
+        {"p": '{"customer": "\\ud800x", "amount": 5}', "i": flow.id},
+    )
+    db.session.commit()
+    listed = invoke(runner, "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["flows"][0]["props"]["customer"] == "\ud800x"
+    for args in (["list"], ["show", str(flow.id)], ["show", str(flow.id), "--json"]):
+        result = invoke(runner, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "\\ud800x" in result.stdout
