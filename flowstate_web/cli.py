@@ -87,3 +87,14 @@ def _attach_optional() -> None:
 
 
 _attach_optional()
+
+
+def _attach_ops() -> None:
+    from .cli_ops import lint_command, list_command, show_command
+    from .cli_retry import retry_command
+
+    for command in (list_command, show_command, retry_command, lint_command):
+        flowstate_cli.add_command(command)
+
+
+_attach_ops()

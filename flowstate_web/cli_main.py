@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,10 @@ from .app import StartupError, create_app
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="flowstate-web", description="The flowstate-web admin, standalone."
+        prog="flowstate-web",
+        description="The flowstate-web admin, standalone.",
+        epilog="Also every `flask flowstate` command on this app's database: flowstate-web"
+        " list | show | retry | lint | types | ... (each with --help; see docs/cli.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (
@@ -45,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowstate-web`` command line; return the exit status."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw and raw[0] not in ("serve", "demo") and _is_flask_command(raw[0]):
+        return _flask_command(raw)
     args = _parser().parse_args(argv)
     demo = args.command == "demo" or bool(getattr(args, "demo", False))
     public = bool(getattr(args, "public", False))
@@ -72,6 +79,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     return _serve(app, args.host, args.port, demo=demo, debug=args.debug, threads=args.threads)
+
+
+def _is_flask_command(name: str) -> bool:
+    from .cli import flowstate_cli
+
+    return name in flowstate_cli.commands
+
+
+def _flask_command(argv: list[str]) -> int:
+    """Run ``flask flowstate <argv>`` on the standalone app (``flowstate-web list ...``)."""
+    from .cli import flowstate_cli
+
+    overrides: dict[str, Any] = {}
+    if not os.environ.get("FLOWSTATE_ADMIN_PASSWORD"):
+        # No page is served, so no login either: a throw-away password satisfies the
+        # app's access check without declaring it public.
+        overrides["FLOWSTATE_ADMIN_PASSWORD"] = secrets.token_urlsafe(24)
+    try:
+        app = create_app(overrides)
+    except StartupError as exc:
+        print(f"flowstate-web: {exc}", file=sys.stderr)
+        return 2
+    with app.app_context():
+        try:
+            flowstate_cli.main(args=argv, prog_name="flowstate-web")
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 def _url_host(host: str) -> str:

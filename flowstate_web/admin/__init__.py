@@ -15,7 +15,7 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from werkzeug.wrappers import Response
 
 from .._resources import shipped_blueprint
-from . import actions, present, security, stalled, views
+from . import actions, insight, present, security, stalled, views
 from .settings import Settings
 
 __all__ = ["Settings", "create_blueprint"]
@@ -87,6 +87,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         html = render_template("flowstate/error.html", code=code, error=exc)
         return Response(html, status=code)
 
+    bp.context_processor(insight.context)
     views.register(bp, settings)
     actions.register(bp, settings)
     stalled.register(bp, settings)

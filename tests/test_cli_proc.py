@@ -1,0 +1,102 @@
+"""The operator commands through the real ``flask`` CLI and ``flowstate-web``, in a subprocess.
+
+The standalone app (``flowstate_web.app``) migrates the database, imports the flow modules
+named in ``FLOWSTATE_FLOW_MODULES`` and runs the command; flows are created from the test
+process in the same database. Both databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from tests._proc import run
+
+from .admin.flows import SimpleRetryFlow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_flask_and_flowstate_web_cli(empty_db_url: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLOWSTATE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "FLOWSTATE_DATABASE_URL": empty_db_url,
+        "FLOWSTATE_ADMIN_PASSWORD": "secret",
+        "FLOWSTATE_FLOW_MODULES": "flowstate_web.demo.sync_flow,flowstate_web.demo.orders_flow,"
+        "tests.admin.flows",
+    }
+    flask = [BIN / "flask", "--app", "flowstate_web.app", "flowstate"]
+    # lint over the demo flows (and the admin's test flows): no errors; migrates the database.
+    linted = json.loads(run([*flask, "lint", "--json"], cwd=tmp_path, env=env).stdout)
+    assert {"SyncThirdPartyApiFlow", "OrderFulfilmentFlow"} <= set(linted["types"])
+    assert linted["errors"] == []
+    assert {(m["type"], m["code"]) for m in linted["warnings"]} <= {
+        ("AdminBranchyFlow", "FS103"),
+        (next(t for t in linted["types"] if t.startswith("Hostile")), "FS103"),
+    }
+
+    engine = create_engine(empty_db_url)
+    with Session(engine) as session:
+        flow = SimpleRetryFlow.create(session=session, ref="proc")
+        flow.fail()
+        flow_id = flow.id
+    engine.dispose()
+
+    listed = json.loads(
+        run(
+            [*flask, "list", "--type", "AdminSimpleRetryFlow", "--errored", "--json"],
+            cwd=tmp_path,
+            env=env,
+        ).stdout
+    )
+    assert [(f["id"], f["state"]) for f in listed["flows"]] == [(flow_id, "failed")]
+    retried = run(
+        [*flask, "retry", str(flow_id), "--reason", "from a script", "--actor", "cron", "--json"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert json.loads(retried.stdout)["retried"] == 1
+    # The standalone command passes the same commands through.
+    shown = json.loads(
+        run([BIN / "flowstate-web", "show", str(flow_id), "--json"], cwd=tmp_path, env=env).stdout
+    )
+    assert shown["flow"]["state"] == "new"
+    last = shown["history"][-1]
+    assert (last["name"], last["actor"], last["reason"], last["meta"]) == (
+        "again",
+        "cron",
+        "from a script",
+        {"cli": "retry"},
+    )
+    # Exit codes: 1 for a refused retry, 2 for a usage error.
+    refused = subprocess.run(
+        [BIN / "flowstate-web", "retry", str(flow_id)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "NOT retried (refused): state 'new' has no retry transition" in refused.stdout
+    usage = subprocess.run(
+        [*flask, "list", "--type", "nope"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert usage.returncode == 2
+    assert "no flow type 'nope'" in usage.stderr
