@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar, overload
 
 from sqlalchemy import Row, Select, select
 
@@ -13,21 +16,46 @@ from . import _executor, registry
 from ._tx import AnySession, resolve_session
 from ._values import base_type
 from .declare import Artefact, Prop, State, Transition
-from .errors import DefinitionError, FlowNotFoundError, FlowStateError, UnknownArtefactError
+from .errors import (
+    DefinitionError,
+    FlowNotFoundError,
+    FlowStateError,
+    UnknownArtefactError,
+    UnknownFlowTypeError,
+    UnknownStateError,
+)
 from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
 from .models import artefacts, flows, transitions
 from .records import ArtefactEntry, HistoryEntry, utc, utc_or_none
 
+if TYPE_CHECKING:
+    from typing import Never
+
+T = TypeVar("T")
+
 _DECLARATIONS = (State, Prop, Artefact, Transition)
+
+#: What a type name may be: it is stored in each row and is a segment of the admin's URLs.
+TYPE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+
+SHARED_NAMESPACE = (
+    "states, props, artefacts and transitions share one namespace with each other"
+    " and with Flow's own attributes"
+)
 
 
 class _Namespace(dict[str, Any]):
     """Class-body namespace that refuses to declare the same name twice."""
 
+    def __init__(self, owner: str) -> None:
+        super().__init__()
+        self.owner = owner
+
     def __setitem__(self, key: str, value: Any) -> None:
         if isinstance(value, _DECLARATIONS) and isinstance(self.get(key), _DECLARATIONS):
-            owner = self.get("__qualname__", "?")
-            raise DefinitionError(f"{owner}: {key!r} is declared twice")
+            raise DefinitionError(
+                f"{self.owner}: {key!r} is declared twice ({SHARED_NAMESPACE})"
+            )
         super().__setitem__(key, value)
 
 
@@ -36,7 +64,28 @@ class _FlowMeta(type):
     def __prepare__(  # type: ignore[override]
         mcs, name: str, bases: tuple[type, ...], **kwargs: Any
     ) -> _Namespace:
-        return _Namespace()
+        return _Namespace(str(kwargs.get("type_name") or name))
+
+
+class RowValue(Generic[T]):
+    """A column of the flow's row, read-only on the instance (transitions change it)."""
+
+    name: str
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> RowValue[T]: ...
+    @overload
+    def __get__(self, obj: Flow, owner: type[Any]) -> T: ...
+    def __get__(self, obj: Flow | None, owner: type[Any]) -> RowValue[T] | T:
+        if obj is None:
+            return self
+        return obj.__dict__[self.name]  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Flow, value: Never) -> NoReturn:
+        raise AttributeError(obj._read_only(self.name))
 
 
 class Flow(metaclass=_FlowMeta):
@@ -60,17 +109,22 @@ class Flow(metaclass=_FlowMeta):
     final_states: ClassVar[frozenset[str]]
     _graph: ClassVar[FlowGraph]
 
-    id: int
-    state: str
-    seq: int
-    props: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    state_entered_at: datetime
-    last_errored_at: datetime | None
-    completed_at: datetime | None
-    last_error_type: str | None
-    last_error_message: str | None
+    #: The stored row, read-only: transitions change it (``seq`` counts history rows).
+    id = RowValue[int]()
+    state = RowValue[str]()
+    seq = RowValue[int]()
+    created_at = RowValue[datetime]()
+    updated_at = RowValue[datetime]()
+    state_entered_at = RowValue[datetime]()
+    last_errored_at = RowValue[datetime | None]()
+    completed_at = RowValue[datetime | None]()
+    last_error_type = RowValue[str | None]()
+    last_error_message = RowValue[str | None]()
+
+    _session: AnySession | None
+    #: The props as stored, and this instance's checked edits not written yet.
+    _props: dict[str, Any]
+    _staged: dict[str, Any]
 
     def __init_subclass__(
         cls,
@@ -106,22 +160,58 @@ class Flow(metaclass=_FlowMeta):
         self, row: Row[Any] | Mapping[str, Any], session: AnySession | None = None
     ) -> None:
         """Wrap a ``flowstate_flows`` row (use :meth:`create` and :meth:`get` instead)."""
-        self._session = session
+        d = self.__dict__
+        d["_session"] = session
+        d["_staged"] = {}
         self._load(row)
 
     def _load(self, row: Row[Any] | Mapping[str, Any]) -> None:
+        """Show ``row`` (staged edits stay staged on top of its props)."""
         m = row._mapping if isinstance(row, Row) else row  # the hot path reads mappings
-        self.id = m["id"]
-        self.state = m["state"]
-        self.seq = m["seq"]
-        self.props = dict(m["props"] or {})
-        self.created_at = utc(m["created_at"])
-        self.updated_at = utc(m["updated_at"])
-        self.state_entered_at = utc(m["state_entered_at"])
-        self.last_errored_at = utc_or_none(m["last_errored_at"])
-        self.completed_at = utc_or_none(m["completed_at"])
-        self.last_error_type = m["last_error_type"]
-        self.last_error_message = m["last_error_message"]
+        d = self.__dict__
+        d["id"] = m["id"]
+        d["state"] = m["state"]
+        d["seq"] = m["seq"]
+        d["_props"] = dict(m["props"] or {})
+        d["created_at"] = utc(m["created_at"])
+        d["updated_at"] = utc(m["updated_at"])
+        d["state_entered_at"] = utc(m["state_entered_at"])
+        d["last_errored_at"] = utc_or_none(m["last_errored_at"])
+        d["completed_at"] = utc_or_none(m["completed_at"])
+        d["last_error_type"] = m["last_error_type"]
+        d["last_error_message"] = m["last_error_message"]
+
+    def _discard(self, row: Mapping[str, Any] | None) -> None:
+        """Drop the staged edits (and show ``row``, the last committed row read, if given)."""
+        self.__dict__["_staged"] = {}
+        if row is not None:
+            self._load(row)
+
+    if not TYPE_CHECKING:  # mypy keeps checking attribute names and Prop types statically
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name.startswith("_") and name not in _RESERVED:
+                object.__setattr__(self, name, value)  # the subclass's own private state
+            elif name in self.prop_fields:
+                self.update(**{name: value})
+            else:
+                raise AttributeError(self._read_only(name))
+
+    def _read_only(self, name: str) -> str:
+        where = f"{self.type_name} #{self.__dict__.get('id', '?')}"
+        if name in _ROW_ATTRIBUTES:
+            return (
+                f"{where}: {name!r} is read-only (it is the stored row's); the state changes"
+                " only by running a transition (flow.<transition>() or flow.run(name)),"
+                " props by assigning a declared prop"
+            )
+        if name in self.states or name in self.transition_fields or name in self.artefact_fields:
+            return f"{where}: {name!r} is a declared state, transition or artefact, not a prop"
+        return (
+            f"{where}: cannot set {name!r}: only declared props can be assigned"
+            f" (props: {', '.join(self.prop_fields) or 'none'}); names starting with '_'"
+            " are free for your own attributes"
+        )
 
     @classmethod
     def create(cls, *, session: AnySession | None = None, **props: Any) -> Self:
@@ -151,12 +241,61 @@ class Flow(metaclass=_FlowMeta):
         return cls._graph
 
     def refresh(self) -> Self:
-        """Re-read this flow's row (the latest committed or own-transaction data)."""
+        """Re-read this flow's row (the latest committed or own-transaction data).
+
+        Staged prop edits are dropped.
+        """
         row = _executor.read(resolve_session(self._session), self.id)
         if row is None:
             raise FlowNotFoundError(self.type_name, self.id)
-        self._load(row)
+        self._discard(row)
         return self
+
+    # -- props --------------------------------------------------------------------------
+
+    @property
+    def props(self) -> Mapping[str, Any]:
+        """Return the props (stored, with this instance's staged edits on top), read-only."""
+        staged = self._staged
+        return MappingProxyType({**self._props, **staged} if staged else self._props)
+
+    @property
+    def staged(self) -> Mapping[str, Any]:
+        """Return the prop edits staged on this instance and not written yet, read-only."""
+        return MappingProxyType(self._staged)
+
+    def update(self, **props: Any) -> Self:
+        """Check ``props`` and stage them (as ``flow.<prop> = value`` does, for several).
+
+        The next transition run on this instance writes them in its own database
+        transaction, or :meth:`save` does. Raises one
+        :class:`~flowstate_web.errors.PayloadValidationError` naming every unknown,
+        ``None`` or mistyped prop; nothing is staged then.
+        """
+        where = f"{self.type_name} #{self.id}"
+        clean = _executor.check_props(type(self), props, where=where, partial=True)
+        for name, value in clean.items():
+            # A staged dict or list is a copy: changing the caller's object later changes
+            # nothing here.
+            self._staged[name] = copy.deepcopy(value) if self.prop_fields[name].copies else value
+        return self
+
+    def save(
+        self,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> HistoryEntry | None:
+        """Write the staged prop edits now, without a transition.
+
+        Its own transaction under the transaction rule, under the row lock: bumps
+        ``updated_at`` and ``seq`` and writes a history row of kind ``"update"`` (name
+        ``"save"``, from and to the current state) recording old and new values. Returns
+        that entry, or ``None`` when nothing differs from the stored props (nothing written).
+        """
+        info = _executor.RunInfo(actor=actor, reason=reason, meta=meta)
+        return _executor.save(self, info)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} {self.state}>"
@@ -178,9 +317,41 @@ class Flow(metaclass=_FlowMeta):
         """Return whether the current state is a final state (the flow is complete)."""
         return self.state in self.final_states
 
-    def available_transitions(self) -> tuple[TransitionSpec, ...]:
-        """Return the declared transitions that leave the current state."""
-        return self._graph.transitions_from(self.state)
+    def available_transitions(self, *, guards: bool = True) -> tuple[TransitionSpec, ...]:
+        """Return the declared transitions that could run now.
+
+        Those leaving the current state whose guard passes on this instance as it is (the
+        row as last read plus staged edits; :meth:`refresh` first for the latest). Guards
+        must only read. ``guards=False`` skips them: every transition leaving the state.
+        A guard can still refuse under the row lock if the data changes meanwhile.
+        """
+        leaving = self._graph.transitions_from(self.state)
+        if not guards:
+            return leaving
+        return tuple(spec for spec in leaving if self.why_not(spec.name) is None)
+
+    def why_not(self, name: str) -> str | None:
+        """Return why transition ``name`` cannot run now, or ``None`` if it can.
+
+        Checks the source state, then the guard, on this instance as it is (writing nothing):
+        ``"state is 'x', needs one of 'a', 'b'"``, ``"guard has_response returned False"``,
+        ``"guard has_response raised KeyError: 'id'"``.
+        """
+        t = self.transition_fields.get(name)
+        if t is None:
+            raise FlowStateError(f"{self.type_name} #{self.id}: no transition {name!r}")
+        if self.state not in t.sources:
+            return (
+                f"state is {self.state!r}, needs {'one of ' if len(t.sources) > 1 else ''}"
+                + ", ".join(repr(s) for s in t.sources)
+            )
+        if t.guard is None:
+            return None
+        try:
+            ok = _executor.guard_passes(self, t)
+        except Exception as exc:
+            return f"guard {t.guard_name} raised {type(exc).__name__}: {exc}"
+        return None if ok else f"guard {t.guard_name} returned False"
 
     def retry_transitions(self) -> tuple[TransitionSpec, ...]:
         """Return the retry transitions that leave the current state."""
@@ -194,11 +365,16 @@ class Flow(metaclass=_FlowMeta):
         *args: Any,
         actor: str | None = None,
         reason: str | None = None,
-        error: BaseException | None = None,
+        error: BaseException | None | _executor.Implicit = _executor.IMPLICIT,
         meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HistoryEntry:
-        """Run the transition called ``name``, recording actor, reason, error and meta."""
+        """Run the transition called ``name``, recording actor, reason, error and meta.
+
+        Entering an error state records ``error``; by default the exception the calling
+        function is handling (``try: ... except: flow.run("fail")``) and no other
+        (see :func:`~flowstate_web._executor.implicit_error`); ``error=None`` records none.
+        """
         t = self.transition_fields.get(name)
         if t is None:
             raise FlowStateError(f"{self.type_name} #{self.id}: no transition {name!r}")
@@ -261,18 +437,57 @@ class Flow(metaclass=_FlowMeta):
         return (ArtefactEntry.from_row(r) for r in sess.execute(q))
 
 
+#: Every attribute name of ``Flow`` a declaration may not take (README: "Reserved names").
 _RESERVED = frozenset(name for name in dir(Flow) if not name.startswith("__")) | set(
     Flow.__annotations__
 )
+#: The row's values and what is derived from them: read-only on an instance.
+_ROW_ATTRIBUTES = frozenset(
+    name for name, value in vars(Flow).items() if isinstance(value, RowValue | property)
+)
+
+
+def reserved_names() -> frozenset[str]:
+    """Return the names a state, prop, artefact or transition may not take (``Flow``'s own)."""
+    return _RESERVED
+
+
+def load(flow_id: int, *, session: AnySession | None = None) -> Flow:
+    """Load flow ``flow_id`` as an instance of its own flow type, whatever that is.
+
+    Raises :class:`FlowNotFoundError` when no flow has this id, and
+    :class:`UnknownFlowTypeError` when its type is not defined in this process.
+    """
+    row = _executor.read(resolve_session(session), flow_id)
+    if row is None:
+        raise FlowNotFoundError("flow", flow_id)
+    cls = registry.find_flow_type(row["type"])
+    if cls is None:
+        raise UnknownFlowTypeError(
+            f"flow #{flow_id} is of type {row['type']!r}, which is not defined in this process"
+            " (import the module that declares it)"
+        )
+    return cls(row, session)
 
 
 def _validate(cls: type[Flow]) -> None:
-    where = cls.__qualname__
+    where = cls.type_name
+    if not TYPE_NAME.fullmatch(where) or not where.strip("."):
+        raise DefinitionError(
+            f"{cls.__module__}.{cls.__qualname__}: type name {where[:80]!r} cannot be used:"
+            " it is stored in each row and is a segment of the admin's URLs, so it must be"
+            " 1-200 characters of A-Z, a-z, 0-9, '_', '.', '-' (and not only dots)"
+        )
     for name in cls.states | cls.prop_fields | cls.artefact_fields | cls.transition_fields:
         if name in _RESERVED:
-            raise DefinitionError(f"{where}: {name!r} is reserved by Flow; choose another name")
+            raise DefinitionError(
+                f"{where}: {name!r} is reserved by Flow ({SHARED_NAMESPACE}; see README"
+                ' "Reserved names"); choose another name'
+            )
     for name, field in (cls.prop_fields | cls.artefact_fields).items():
         field.runtime_type = base_type(field.declared, owner=where, name=name)
+    for prop in cls.prop_fields.values():
+        prop.copies = prop.runtime_type in (dict, list)
     if not cls.states:
         raise DefinitionError(f"{where}: declare at least one State")
     initials = [n for n, s in cls.states.items() if s.initial]
@@ -284,9 +499,15 @@ def _validate(cls: type[Flow]) -> None:
     for name, t in cls.transition_fields.items():
         for state in (*t.sources, t.target):
             if state not in cls.states:
-                raise DefinitionError(f"{where}.{name}: unknown state {state!r}")
+                raise UnknownStateError(
+                    f"{where}.{name}: unknown state {state!r}"
+                    f" (declared: {', '.join(cls.states)})"
+                )
         if t.persists is not None and t.persists not in cls.artefact_fields:
-            raise DefinitionError(f"{where}.{name}: persists undeclared artefact {t.persists!r}")
+            raise UnknownArtefactError(
+                f"{where}.{name}: persists undeclared artefact {t.persists!r}"
+                f" (declared: {', '.join(cls.artefact_fields) or 'none'})"
+            )
         for ref in ([t.guard] if isinstance(t.guard, str) else []) + [
             a for a in t.after if isinstance(a, str)
         ]:
