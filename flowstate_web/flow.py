@@ -146,7 +146,7 @@ class Flow(metaclass=_FlowMeta):
         cls.transition_fields = {k: v for k, v in decl.items() if isinstance(v, Transition)}
         if abstract:
             return
-        cls.type_name = type_name or cls.__name__
+        cls.type_name = cls.__name__ if type_name is None else type_name
         _validate(cls)
         cls._graph = _build_graph(cls)
         cls.initial_state = cls._graph.initial

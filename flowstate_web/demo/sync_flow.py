@@ -16,6 +16,7 @@ class SyncThirdPartyApiFlow(Flow):
 
     my_record_id = Prop(str)
     third_party_id = Prop(str)
+    third_party_etag = Prop(str, default="")
 
     pending = State(initial=True)
     picked = State()
@@ -44,7 +45,8 @@ class SyncThirdPartyApiFlow(Flow):
         after="enqueue_save",
     )
     def finish_third_party_api_request(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Store the API's response as an artefact and enqueue the save job."""
+        """Store the API's response as an artefact (and its etag as a prop); enqueue the save."""
+        self.third_party_etag = str(result.get("etag", ""))  # written with this transition
         return result
 
     @transition(source=fetching_third_party_api, target=failed_to_fetch_third_party_api)
