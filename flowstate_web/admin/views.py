@@ -236,6 +236,7 @@ def panel_context(
         "graph": graph,
         "steps": present.timeline(history, flow.artefacts()),
         "failure": failure,
+        "blocked": present.retry_blockers(flow),
         "diagram": diagram,
         "live": live,
         "message": message,
