@@ -73,7 +73,7 @@ class RunInfo:
 
     actor: str | None = None
     reason: str | None = None
-    error: BaseException | None | Implicit = IMPLICIT
+    error: BaseException | Implicit | None = IMPLICIT
     meta: dict[str, Any] | None = None
 
 

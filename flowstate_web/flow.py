@@ -53,9 +53,7 @@ class _Namespace(dict[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if isinstance(value, _DECLARATIONS) and isinstance(self.get(key), _DECLARATIONS):
-            raise DefinitionError(
-                f"{self.owner}: {key!r} is declared twice ({SHARED_NAMESPACE})"
-            )
+            raise DefinitionError(f"{self.owner}: {key!r} is declared twice ({SHARED_NAMESPACE})")
         super().__setitem__(key, value)
 
 
@@ -68,7 +66,12 @@ class _FlowMeta(type):
 
 
 class RowValue(Generic[T]):
-    """A column of the flow's row, read-only on the instance (transitions change it)."""
+    """A column of the flow's row, read-only on the instance (transitions change it).
+
+    At run time a non-data descriptor: the value lives in the instance ``__dict__`` (read at
+    plain attribute speed on the hot path) and ``Flow.__setattr__`` refuses assignment. For
+    mypy, ``__set__`` takes ``Never``, so ``flow.state = "x"`` is a type error.
+    """
 
     name: str
 
@@ -84,8 +87,9 @@ class RowValue(Generic[T]):
             return self
         return obj.__dict__[self.name]  # type: ignore[no-any-return]
 
-    def __set__(self, obj: Flow, value: Never) -> NoReturn:
-        raise AttributeError(obj._read_only(self.name))
+    if TYPE_CHECKING:
+
+        def __set__(self, obj: Flow, value: Never) -> NoReturn: ...
 
 
 class Flow(metaclass=_FlowMeta):
@@ -365,7 +369,7 @@ class Flow(metaclass=_FlowMeta):
         *args: Any,
         actor: str | None = None,
         reason: str | None = None,
-        error: BaseException | None | _executor.Implicit = _executor.IMPLICIT,
+        error: BaseException | _executor.Implicit | None = _executor.IMPLICIT,
         meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HistoryEntry:
@@ -500,8 +504,7 @@ def _validate(cls: type[Flow]) -> None:
         for state in (*t.sources, t.target):
             if state not in cls.states:
                 raise UnknownStateError(
-                    f"{where}.{name}: unknown state {state!r}"
-                    f" (declared: {', '.join(cls.states)})"
+                    f"{where}.{name}: unknown state {state!r} (declared: {', '.join(cls.states)})"
                 )
         if t.persists is not None and t.persists not in cls.artefact_fields:
             raise UnknownArtefactError(

@@ -162,7 +162,7 @@ def test_messages_name_the_type_not_the_local_qualname() -> None:
     def make() -> None:
         class Local(Flow, type_name="tests.Named"):
             x = State()
-            x = State()  # noqa: PIE794
+            x = State()
 
     with pytest.raises(DefinitionError) as info:
         make()
@@ -199,7 +199,7 @@ def test_readme_lists_every_reserved_name() -> None:
     ["a/b", "<b>x</b>", "line\r\nbreak", "", "..", ".", "sp ace", "x" * 201, "naïve", "a?b", "a#b"],
 )
 def test_type_names_that_cannot_be_a_url_segment_are_refused(name: str) -> None:
-    with pytest.raises(DefinitionError, match="type name .* cannot be used") as info:
+    with pytest.raises(DefinitionError, match=r"type name .* cannot be used") as info:
         type(Flow)("Odd", (Flow,), {"x": State()}, type_name=name)
     assert "A-Z, a-z, 0-9" in str(info.value)
     if name:
@@ -218,7 +218,6 @@ def test_url_safe_type_names_are_accepted(name: str) -> None:
 def test_the_demo_flows_have_url_safe_names() -> None:
     import flowstate_web.demo.orders_flow
     import flowstate_web.demo.sync_flow  # noqa: F401
-
     from flowstate_web.flow import TYPE_NAME
 
     for name in flow_types():

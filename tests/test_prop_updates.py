@@ -6,6 +6,7 @@ before and after, and the instance shows the committed values again.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -237,19 +238,16 @@ def test_a_failed_transition_writes_nothing_and_forgets_the_edit(
     before = snapshot(db)
     flow.title = "edited"
     flow.attempts = 7
+    run = {
+        "invalid source": flow.retry_work,
+        "guard": lambda: flow.finish({}),
+        "artefact type": lambda: flow.finish("not a dict"),
+        "body raises": flow.explode,
+        "invalid edit in the body": flow.bad_edit,
+        "conflict": flow.start,
+    }[case]
     with pytest.raises(raised) as info:
-        if case == "invalid source":
-            flow.retry_work()
-        elif case == "guard":
-            flow.finish({})
-        elif case == "artefact type":
-            flow.finish("not a dict")
-        elif case == "body raises":
-            flow.explode()
-        elif case == "invalid edit in the body":
-            flow.bad_edit()
-        else:
-            flow.start()
+        run()
     if case == "conflict":
         assert "another transition got there first" in str(info.value)
     assert snapshot(db) == before
@@ -304,10 +302,9 @@ def test_save_joins_the_callers_transaction(app: Any, db: SQLAlchemy) -> None:
     assert committed(flow).title == "b"
     db.session.rollback()
     flow.title = "c"
-    with pytest.raises(RuntimeError):  # noqa: PT012 - the rollback is what is tested
-        with db.session.begin():
-            flow.save()
-            raise RuntimeError("the caller's work failed")
+    with pytest.raises(RuntimeError), db.session.begin():  # noqa: PT012 - rollback tested
+        flow.save()
+        raise RuntimeError("the caller's work failed")
     assert committed(flow).title == "b"
 
 
@@ -358,7 +355,7 @@ def test_recorded_changes_are_bounded(app: Any) -> None:
 def test_row_attributes_are_read_only(app: Any, name: str) -> None:
     flow = Ticket.create(title="a")
     before = getattr(flow, name)
-    with pytest.raises(AttributeError, match="read-only.*transition"):
+    with pytest.raises(AttributeError, match=r"read-only.*transition"):
         setattr(flow, name, "x")
     assert getattr(flow, name) == before
 
@@ -420,6 +417,6 @@ def test_saves_and_transitions_in_parallel_keep_the_sequence(engine: Engine) -> 
         assert fresh.title == last_save.changes["title"]["new"]  # type: ignore[index]
         # each history row's "old" is the value the previous writer stored
         titles = [h.changes["title"] for h in history if h.changes and "title" in h.changes]
-        for prev, cur in zip(titles, titles[1:], strict=False):
+        for prev, cur in itertools.pairwise(titles):
             assert cur["old"] == prev["new"]
         assert_exact(s)

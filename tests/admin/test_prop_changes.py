@@ -30,7 +30,7 @@ def test_timeline_shows_prop_changes_and_updates_are_not_state_changes(
     assert "<code>count</code>" in step1 and ">0</span>" in step1 and ">1</span>" in step1
     step2 = html.split('id="step-2"', 1)[1].split("\n    </li>", 1)[0]
     assert "props updated" in step2 and "fs-step-update" in html
-    assert "fs-arrow\">→</span>\n        <span class=\"fs-state" not in step2  # no from → to
+    assert 'fs-arrow">→</span>\n        <span class="fs-state' not in step2  # no from → to
     assert "<code>ref</code>" in step2 and "&#34;a&#34;" in step2 and "&#34;b&#34;" in step2
     assert "by <b>ops</b>" in step2 and "“typo”" in step2
     assert HOSTILE not in html  # escaped
@@ -39,9 +39,7 @@ def test_timeline_shows_prop_changes_and_updates_are_not_state_changes(
     assert current == ["1"]
 
 
-def test_a_blocked_retry_shows_why_and_can_be_tried_anyway(
-    admin: Flask, web: FlaskClient
-) -> None:
+def test_a_blocked_retry_shows_why_and_can_be_tried_anyway(admin: Flask, web: FlaskClient) -> None:
     flow = errored_branchy("no-restart")
     html = page(web, flow.id)
     blocked = html.split('class="fs-blocked"', 1)[1].split("</span>\n    </span>", 1)[0]
