@@ -1,5 +1,9 @@
 """Where a transition is executed: lock, re-read, check, guard, validate, write, commit.
 
+Prop edits staged on the instance (``flow.x = ...``, checked when assigned) are written by
+the next transition in its transaction, with old -> new in its history row, or by
+:func:`save` alone (a history row of kind ``"update"``); on any failure they are dropped.
+
 Every write the engine makes to flows goes through this module, under the transaction
 rule stated in :mod:`flowstate_web._tx`. The statements themselves come from
 :mod:`flowstate_web._fastpath`: on sqlite3 and psycopg they run on the driver connection of

@@ -264,8 +264,10 @@ def transition(
 
     :param source: the state (or states) the flow must be in; checked under the row lock.
     :param target: the state the flow moves to.
-    :param guard: ``f(flow) -> bool`` (or a method name) evaluated on the locked, fresh row;
-        false raises :class:`~flowstate_web.errors.GuardFailedError` and writes nothing.
+    :param guard: ``f(flow) -> bool`` (or a method name) evaluated on the locked, fresh row
+        plus the prop edits staged on the instance; false raises
+        :class:`~flowstate_web.errors.GuardFailedError` and writes nothing. It must only read
+        (``available_transitions()`` and ``why_not()`` evaluate it outside a transition).
     :param persists: the declared :class:`Artefact` that the method's return value is stored as.
     :param after: callbacks ``f(flow)`` (or method names) run once, after the outermost commit.
     :param retry: this transition is the way out of an error state; the admin offers it.
