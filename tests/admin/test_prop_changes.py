@@ -58,3 +58,22 @@ def test_a_blocked_retry_shows_why_and_can_be_tried_anyway(admin: Flask, web: Fl
     assert "guard of &#39;restart&#39; refused" in response.get_data(as_text=True)
     ok = errored_branchy("fine")
     assert "fs-blocked" not in page(web, ok.id)
+
+
+def test_a_stored_hostile_type_name_is_rendered_escaped(admin: Flask, web: FlaskClient) -> None:
+    """Type names are validated at definition; rows written before (or by SQL) still render."""
+    from sqlalchemy import update
+
+    from flowstate_web.models import flows
+
+    from .flows import HostileFlow
+
+    flow = HostileFlow.create(note="n")
+    db = admin.extensions["sqlalchemy"]
+    db.session.execute(update(flows).where(flows.c.id == flow.id).values(type=HOSTILE))
+    db.session.commit()
+    response = web.get(f"{ADMIN}/")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert HOSTILE not in html and "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # listed, escaped
