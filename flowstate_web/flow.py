@@ -98,8 +98,13 @@ class Flow(metaclass=_FlowMeta):
     Declare :class:`~flowstate_web.State`, :class:`~flowstate_web.Prop`,
     :class:`~flowstate_web.Artefact` attributes and ``@transition`` methods; the class is
     checked and registered when it is defined. Keyword options on the class statement:
-    ``type_name`` (stored in each row; default the class name), ``destroy_on_complete``
-    (delete the flow with its history when it reaches a final state), ``abstract``.
+    ``type_name`` (stored in each row and used in the admin's URLs: 1-200 characters of
+    ``A-Z a-z 0-9 _ . -``; default the class name), ``destroy_on_complete`` (delete the flow
+    with its history when it reaches a final state), ``abstract``.
+
+    On an instance, the row's values (``state``, ``seq``, timestamps...) are read-only;
+    assigning a declared prop checks and stages it, and the next transition or :meth:`save`
+    writes it. Other public names cannot be assigned; ``_``-names are the subclass's own.
     """
 
     type_name: ClassVar[str]

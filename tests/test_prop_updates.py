@@ -420,3 +420,27 @@ def test_saves_and_transitions_in_parallel_keep_the_sequence(engine: Engine) -> 
         for prev, cur in itertools.pairwise(titles):
             assert cur["old"] == prev["new"]
         assert_exact(s)
+
+
+def test_props_are_written_only_when_edited(app: Any, db: SQLAlchemy) -> None:
+    """A transition that edits nothing does not rewrite the props column."""
+    from sqlalchemy import event
+
+    flow = Ticket.create(title="a")
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        lock = "seq=flowstate_flows.seq" in statement  # SQLite's lock, not a write
+        if statement.startswith("UPDATE flowstate_flows SET") and not lock:
+            statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        flow.start()  # edits attempts in its body
+        flow.fail()  # edits nothing
+        flow.title = "b"
+        flow.save()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    set_clauses = [s.split(" WHERE ")[0] for s in statements]
+    assert ["props=" in s for s in set_clauses] == [True, False, True], set_clauses
