@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
-import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -12,19 +10,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVa
 
 from sqlalchemy import Row, Select, select
 
-from . import _executor, registry
+from . import _definition, _executor, _props, registry
+from ._definition import _FlowMeta
 from ._tx import AnySession, resolve_session
-from ._values import base_type
 from .declare import Artefact, Prop, State, Transition
 from .errors import (
-    DefinitionError,
     FlowNotFoundError,
     FlowStateError,
     UnknownArtefactError,
     UnknownFlowTypeError,
-    UnknownStateError,
 )
-from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
+from .graph import FlowGraph, TransitionSpec
 from .models import artefacts, flows, transitions
 from .records import ArtefactEntry, HistoryEntry, utc, utc_or_none
 
@@ -33,36 +29,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_DECLARATIONS = (State, Prop, Artefact, Transition)
-
-#: What a type name may be: it is stored in each row and is a segment of the admin's URLs.
-TYPE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
-
-SHARED_NAMESPACE = (
-    "states, props, artefacts and transitions share one namespace with each other"
-    " and with Flow's own attributes"
-)
-
-
-class _Namespace(dict[str, Any]):
-    """Class-body namespace that refuses to declare the same name twice."""
-
-    def __init__(self, owner: str) -> None:
-        super().__init__()
-        self.owner = owner
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if isinstance(value, _DECLARATIONS) and isinstance(self.get(key), _DECLARATIONS):
-            raise DefinitionError(f"{self.owner}: {key!r} is declared twice ({SHARED_NAMESPACE})")
-        super().__setitem__(key, value)
-
-
-class _FlowMeta(type):
-    @classmethod
-    def __prepare__(  # type: ignore[override]
-        mcs, name: str, bases: tuple[type, ...], **kwargs: Any
-    ) -> _Namespace:
-        return _Namespace(str(kwargs.get("type_name") or name))
+__all__ = ["Flow", "RowValue", "_FlowMeta", "load", "reserved_names"]
 
 
 class RowValue(Generic[T]):
@@ -148,7 +115,9 @@ class Flow(metaclass=_FlowMeta):
             cls.destroy_on_complete = destroy_on_complete
         decl: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            decl.update({k: v for k, v in vars(klass).items() if isinstance(v, _DECLARATIONS)})
+            decl.update(
+                {k: v for k, v in vars(klass).items() if isinstance(v, _definition.DECLARATIONS)}
+            )
         cls.states = {k: v for k, v in decl.items() if isinstance(v, State)}
         cls.prop_fields = {k: v for k, v in decl.items() if isinstance(v, Prop)}
         cls.artefact_fields = {k: v for k, v in decl.items() if isinstance(v, Artefact)}
@@ -156,8 +125,8 @@ class Flow(metaclass=_FlowMeta):
         if abstract:
             return
         cls.type_name = cls.__name__ if type_name is None else type_name
-        _validate(cls)
-        cls._graph = _build_graph(cls)
+        _definition.validate(cls, _RESERVED)
+        cls._graph = _definition.build_graph(cls)
         cls.initial_state = cls._graph.initial
         cls.error_states = frozenset(cls._graph.error_states)
         cls.final_states = frozenset(cls._graph.final_states)
@@ -282,7 +251,7 @@ class Flow(metaclass=_FlowMeta):
         ``None`` or mistyped prop; nothing is staged then.
         """
         where = f"{self.type_name} #{self.id}"
-        clean = _executor.check_props(type(self), props, where=where, partial=True)
+        clean = _props.check_props(type(self), props, where=where, partial=True)
         for name, value in clean.items():
             # A staged dict or list is a copy: changing the caller's object later changes
             # nothing here.
@@ -477,94 +446,3 @@ def load(flow_id: int, *, session: AnySession | None = None) -> Flow:
             " (import the module that declares it)"
         )
     return cls(row, session)
-
-
-def _validate(cls: type[Flow]) -> None:
-    where = cls.type_name
-    if not TYPE_NAME.fullmatch(where) or not where.strip("."):
-        raise DefinitionError(
-            f"{cls.__module__}.{cls.__qualname__}: type name {where[:80]!r} cannot be used:"
-            " it is stored in each row and is a segment of the admin's URLs, so it must be"
-            " 1-200 characters of A-Z, a-z, 0-9, '_', '.', '-' (and not only dots)"
-        )
-    for name in cls.states | cls.prop_fields | cls.artefact_fields | cls.transition_fields:
-        if name in _RESERVED:
-            raise DefinitionError(
-                f"{where}: {name!r} is reserved by Flow ({SHARED_NAMESPACE}; see README"
-                ' "Reserved names"); choose another name'
-            )
-    for name, field in (cls.prop_fields | cls.artefact_fields).items():
-        field.runtime_type = base_type(field.declared, owner=where, name=name)
-    for prop in cls.prop_fields.values():
-        prop.copies = prop.runtime_type in (dict, list)
-    if not cls.states:
-        raise DefinitionError(f"{where}: declare at least one State")
-    initials = [n for n, s in cls.states.items() if s.initial]
-    if len(initials) > 1:
-        raise DefinitionError(f"{where}: more than one initial state: {', '.join(initials)}")
-    for name, s in cls.states.items():
-        if s.error and s.final:
-            raise DefinitionError(f"{where}: state {name!r} cannot be both error and final")
-    for name, t in cls.transition_fields.items():
-        for state in (*t.sources, t.target):
-            if state not in cls.states:
-                raise UnknownStateError(
-                    f"{where}.{name}: unknown state {state!r} (declared: {', '.join(cls.states)})"
-                )
-        if t.persists is not None and t.persists not in cls.artefact_fields:
-            raise UnknownArtefactError(
-                f"{where}.{name}: persists undeclared artefact {t.persists!r}"
-                f" (declared: {', '.join(cls.artefact_fields) or 'none'})"
-            )
-        for ref in ([t.guard] if isinstance(t.guard, str) else []) + [
-            a for a in t.after if isinstance(a, str)
-        ]:
-            if ref not in cls.transition_fields and not callable(getattr(cls, ref, None)):
-                raise DefinitionError(f"{where}.{name}: {ref!r} is not a method of {where}")
-        if t.retry:
-            if not any(cls.states[s].error for s in t.sources):
-                raise DefinitionError(
-                    f"{where}.{name}: a retry transition must leave an error state"
-                )
-            params = list(inspect.signature(t.fn).parameters.values())[1:]
-            if any(
-                p.default is p.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                for p in params
-            ):
-                raise DefinitionError(
-                    f"{where}.{name}: a retry transition cannot take required arguments"
-                    " (operators run it from the admin with none)"
-                )
-
-
-def _build_graph(cls: type[Flow]) -> FlowGraph:
-    initial = next((n for n, s in cls.states.items() if s.initial), next(iter(cls.states)))
-    return FlowGraph(
-        name=cls.type_name,
-        states=tuple(
-            StateSpec(name=n, error=s.error, final=s.final, initial=n == initial)
-            for n, s in cls.states.items()
-        ),
-        transitions=tuple(
-            TransitionSpec(
-                name=n,
-                sources=t.sources,
-                target=t.target,
-                guard=t.guard_name,
-                persists=t.persists,
-                after=t.after_names,
-                retry=t.retry,
-                doc=t.doc,
-            )
-            for n, t in cls.transition_fields.items()
-        ),
-        artefacts=tuple(
-            ArtefactSpec(name=n, type_name=a.type_name) for n, a in cls.artefact_fields.items()
-        ),
-        props=tuple(
-            PropSpec(name=n, type_name=p.type_name, required=p.required)
-            for n, p in cls.prop_fields.items()
-        ),
-        doc=(cls.__doc__ or "").strip() or None,
-    )

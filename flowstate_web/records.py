@@ -26,7 +26,7 @@ class HistoryEntry:
     ``kind`` is ``"transition"`` (``name`` is the transition; ``to_state`` may equal
     ``from_state``) or ``"update"`` (``flow.save()``: ``name`` is ``"save"``, the state did
     not change). ``changes`` is ``{prop: {"old": ..., "new": ...}}`` for the props this
-    entry wrote (values over :data:`~flowstate_web._executor.MAX_CHANGE_VALUE` characters
+    entry wrote (values over :data:`~flowstate_web._props.MAX_CHANGE_VALUE` characters
     of JSON are replaced by ``{"truncated": <JSON prefix>, "chars": <full length>}``), or
     ``None``.
     """

@@ -218,7 +218,7 @@ def test_url_safe_type_names_are_accepted(name: str) -> None:
 def test_the_demo_flows_have_url_safe_names() -> None:
     import flowstate_web.demo.orders_flow
     import flowstate_web.demo.sync_flow  # noqa: F401
-    from flowstate_web.flow import TYPE_NAME
+    from flowstate_web._definition import TYPE_NAME
 
     for name in flow_types():
         assert TYPE_NAME.fullmatch(name), name

@@ -26,7 +26,7 @@ from flowstate_web import (
     State,
     transition,
 )
-from flowstate_web._executor import MAX_CHANGE_VALUE, MAX_CHANGES_TOTAL
+from flowstate_web._props import MAX_CHANGE_VALUE, MAX_CHANGES_TOTAL
 from flowstate_web.models import artefacts, flows, transitions
 from tests.test_counters import assert_exact
 
