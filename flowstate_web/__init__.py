@@ -6,6 +6,7 @@ from ._executor import prune_completed
 from .declare import Artefact, BoundArtefact, Prop, State, Transition, transition
 from .errors import (
     CallbackError,
+    ConcurrentTransitionError,
     DefinitionError,
     FlowNotFoundError,
     FlowStateError,
@@ -17,11 +18,11 @@ from .errors import (
     UnknownStateError,
 )
 from .extension import FlowState, include_tables
-from .flow import Flow
+from .flow import Flow, load
 from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
 from .models import ArtefactRow, FlowRow, TransitionRow, metadata
 from .records import ArtefactEntry, HistoryEntry
-from .registry import find_flow_type, flow_types, get_flow_type
+from .registry import find_flow_type, flow_types, get_flow_type, row_problem
 from .timeouts import FlowTimedOutError, NotStalledError, fail_stalled, sweep
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "ArtefactSpec",
     "BoundArtefact",
     "CallbackError",
+    "ConcurrentTransitionError",
     "DefinitionError",
     "Flow",
     "FlowGraph",
@@ -61,8 +63,10 @@ __all__ = [
     "flow_types",
     "get_flow_type",
     "include_tables",
+    "load",
     "metadata",
     "prune_completed",
+    "row_problem",
     "sweep",
     "transition",
 ]

@@ -1,5 +1,9 @@
 """Where a transition is executed: lock, re-read, check, guard, validate, write, commit.
 
+Prop edits staged on the instance (``flow.x = ...``, checked when assigned) are written by
+the next transition in its transaction, with old -> new in its history row, or by
+:func:`save` alone (a history row of kind ``"update"``); on any failure they are dropped.
+
 Every write the engine makes to flows goes through this module, under the transaction
 rule stated in :mod:`flowstate_web._tx`. The statements themselves come from
 :mod:`flowstate_web._fastpath`: on sqlite3 and psycopg they run on the driver connection of
@@ -9,20 +13,24 @@ begins, commits and rolls back the transaction.
 
 from __future__ import annotations
 
+import enum
+import inspect
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import _fastpath, _values
+from ._props import check_props, merged_props
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
 from .errors import (
+    ConcurrentTransitionError,
     FlowNotFoundError,
     GuardFailedError,
     InvalidTransitionError,
@@ -41,6 +49,22 @@ T = TypeVar("T")
 #: Bounds on what an error state records, so one huge exception cannot bloat the history.
 MAX_ERROR_MESSAGE = 2000
 MAX_TRACEBACK = 8000
+#: The name and kind of the history row ``flow.save()`` writes (``save`` is reserved by
+#: ``Flow``, so no transition can be called that).
+SAVE_NAME: Final = "save"
+UPDATE_KIND: Final = "update"
+
+
+class Implicit(enum.Enum):
+    """The default of ``error=``: record the exception being handled, if unambiguous."""
+
+    ERROR = "the exception being handled where the transition is run"
+
+
+IMPLICIT: Final = Implicit.ERROR
+
+#: Modules whose frames are the engine's own, skipped to find who ran a transition.
+_ENGINE_MODULES: Final = frozenset({__name__, "flowstate_web.declare", "flowstate_web.flow"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +73,7 @@ class RunInfo:
 
     actor: str | None = None
     reason: str | None = None
-    error: BaseException | None = None
+    error: BaseException | Implicit | None = IMPLICIT
     meta: dict[str, Any] | None = None
 
 
@@ -76,7 +100,7 @@ def _own(session: Session, work: Callable[[], T]) -> T:
 
 def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | None) -> FlowT:
     """Insert a new flow of ``cls`` in its initial state after checking ``props``."""
-    clean = _check_props(cls, props)
+    clean = check_props(cls, props, where=cls.type_name)
     sess = resolve_session(session)
 
     def work() -> FlowT:
@@ -98,29 +122,6 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
     return _own(sess, work)
 
 
-def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(props) - set(cls.prop_fields))
-    if unknown:
-        raise PayloadValidationError(
-            f"{cls.type_name}: unknown prop(s) {', '.join(unknown)}"
-            f" (declared: {', '.join(cls.prop_fields) or 'none'})"
-        )
-    clean: dict[str, Any] = {}
-    for name, prop in cls.prop_fields.items():
-        if name not in props:
-            if prop.required:
-                raise PayloadValidationError(f"{cls.type_name}: prop {name!r} is missing")
-            clean[name] = prop.default
-            continue
-        value = props[name]
-        if value is None:
-            raise PayloadValidationError(f"{cls.type_name}: prop {name!r} is None")
-        clean[name] = _values.check(
-            value, prop.runtime_type, what=f"{cls.type_name}: prop {name!r}"
-        )
-    return clean
-
-
 def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
     """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
     return _fastpath.on(sess).select_flow(flow_id, type_name)
@@ -133,27 +134,31 @@ def execute(
     kwargs: Mapping[str, Any],
     info: RunInfo = _NO_INFO,
 ) -> HistoryEntry:
-    """Run transition ``t`` on ``flow`` atomically; see the module docstring for the steps."""
+    """Run transition ``t`` on ``flow`` atomically; see the module docstring for the steps.
+
+    On any failure nothing is written, ``flow``'s staged prop edits are dropped and it shows
+    the row as last read (no half-applied state in memory).
+    """
     sess = resolve_session(flow._session)
     cls = type(flow)
     error = info.error
-    if error is None and t.target in cls.error_states:
-        error = sys.exception()  # called from an ``except`` block: record why it failed
+    if error is IMPLICIT:
+        error = implicit_error() if t.target in cls.error_states else None
+    read: list[Mapping[str, Any]] = []
 
     def work() -> HistoryEntry:
         db = _fastpath.on(sess)
         row = db.lock(flow.id)  # locked until the transaction ends, and fresh
         if row is None or row["type"] != cls.type_name:
             raise FlowNotFoundError(cls.type_name, flow.id)
-        flow._load(row)
+        read.append(row)
+        flow._load(row)  # the committed row; this instance's staged edits stay on top
         if flow.state not in t.sources:
             raise InvalidTransitionError(
                 cls.type_name, flow.id, t.name, flow.state, t.sources, t.target
             )
-        if t.guard is not None:
-            ok = getattr(flow, t.guard)() if isinstance(t.guard, str) else t.guard(flow)
-            if not ok:
-                raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
+        if t.guard is not None and not guard_passes(flow, t):
+            raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
         value = t.fn(flow, *args, **kwargs)
         if t.persists is not None:
             value = _values.check(
@@ -167,7 +172,137 @@ def execute(
             )
         return _write(sess, db, flow, t, value, info, error)
 
-    return _own(sess, work)
+    try:
+        return _own(sess, work)
+    except BaseException:
+        flow._discard(read[0] if read else None)
+        raise
+
+
+def guard_passes(flow: Flow, t: Transition[Any, Any, Any]) -> bool:
+    """Evaluate ``t``'s guard on ``flow`` as it is (true without a guard)."""
+    guard = t.guard
+    if guard is None:
+        return True
+    return bool(getattr(flow, guard)() if isinstance(guard, str) else guard(flow))
+
+
+def implicit_error() -> BaseException | None:
+    """Return the exception being handled, if it went through the frame running the transition.
+
+    The rule: entering an error state records the exception the *calling function* is
+    handling (``try: ... except: flow.fail()`` in one function). An exception handled
+    further up the stack (the call sits in a helper called from someone's ``except``)
+    is ambiguous and not recorded; pass ``error=`` there.
+    """
+    exc = sys.exception()
+    if exc is None:
+        return None
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back if frame is not None else None
+        while caller is not None and caller.f_globals.get("__name__") in _ENGINE_MODULES:
+            caller = caller.f_back
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame is caller:
+                return exc
+            tb = tb.tb_next
+        return None
+    finally:
+        del frame, caller
+
+
+def save(flow: Flow, info: RunInfo) -> HistoryEntry | None:
+    """Write ``flow``'s staged prop edits under its row lock, with a history row of kind update.
+
+    Returns ``None`` (writing nothing) when no staged value differs from the stored one.
+    """
+    if not flow._staged:
+        return None
+    sess = resolve_session(flow._session)
+    cls = type(flow)
+    read: list[Mapping[str, Any]] = []
+
+    def work() -> HistoryEntry | None:
+        db = _fastpath.on(sess)
+        row = db.lock(flow.id)
+        if row is None or row["type"] != cls.type_name:
+            raise FlowNotFoundError(cls.type_name, flow.id)
+        read.append(row)
+        flow._load(row)
+        props, changes = merged_props(flow)
+        if changes is None:
+            flow._discard(None)
+            return None
+        ts = now()
+        seq = flow.seq + 1
+        state = flow.state
+        tid = _insert_history(
+            db,
+            flow,
+            SAVE_NAME,
+            (state,),
+            {
+                "flow_id": flow.id,
+                "seq": seq,
+                "name": SAVE_NAME,
+                "from_state": state,
+                "to_state": state,
+                "created_at": ts,
+                "actor": info.actor,
+                "reason": info.reason,
+                "meta": info.meta,
+                "kind": UPDATE_KIND,
+                "changes": changes,
+            },
+        )
+        # Neither state nor errored change: the counter triggers do not fire.
+        values = {"props": props, "seq": seq, "updated_at": ts}
+        db.update_flow({**values, "flow_id": flow.id})
+        _apply(flow, values)
+        return HistoryEntry(
+            id=tid,
+            flow_id=flow.id,
+            seq=seq,
+            name=SAVE_NAME,
+            from_state=state,
+            to_state=state,
+            created_at=ts,
+            actor=info.actor,
+            reason=info.reason,
+            meta=info.meta,
+            kind=UPDATE_KIND,
+            changes=changes,
+        )
+
+    try:
+        return _own(sess, work)
+    except BaseException:
+        flow._discard(read[0] if read else None)
+        raise
+
+
+def _insert_history(
+    db: _fastpath.Statements,
+    flow: Flow,
+    name: str,
+    sources: tuple[str, ...],
+    values: Mapping[str, Any],
+) -> int:
+    try:
+        return db.insert_transition(values)
+    except IntegrityError as exc:
+        # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
+        raise ConcurrentTransitionError(
+            flow.type_name,
+            flow.id,
+            name,
+            values["from_state"],
+            sources,
+            values["to_state"],
+            values["seq"],
+        ) from exc
 
 
 def _write(
@@ -191,28 +326,20 @@ def _write(
         err_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
         err_msg = str(error)[:MAX_ERROR_MESSAGE]
         err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
-    try:
-        tid = db.insert_transition(
-            {
-                "flow_id": flow.id,
-                "seq": seq,
-                "name": t.name,
-                "from_state": from_state,
-                "to_state": target,
-                "created_at": ts,
-                "actor": info.actor,
-                "reason": info.reason,
-                "error_type": err_type,
-                "error_message": err_msg,
-                "error_traceback": err_tb,
-                "meta": info.meta,
-            },
-        )
-    except IntegrityError as exc:
-        # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
-        raise InvalidTransitionError(
-            cls.type_name, flow.id, t.name, from_state, t.sources, target
-        ) from exc
+    history: dict[str, Any] = {
+        "flow_id": flow.id,
+        "seq": seq,
+        "name": t.name,
+        "from_state": from_state,
+        "to_state": target,
+        "created_at": ts,
+        "actor": info.actor,
+        "reason": info.reason,
+        "error_type": err_type,
+        "error_message": err_msg,
+        "error_traceback": err_tb,
+        "meta": info.meta,
+    }
     values: dict[str, Any] = {
         "state": target,
         "seq": seq,
@@ -220,6 +347,13 @@ def _write(
         "updated_at": ts,
         "state_entered_at": ts,
     }
+    changes = None
+    if flow._staged:  # prop edits staged on this instance commit with the transition
+        props, changes = merged_props(flow)
+        if changes is not None:
+            values["props"] = props
+            history["changes"] = changes
+    tid = _insert_history(db, flow, t.name, t.sources, history)
     if entering_error:
         values |= {
             "last_errored_at": ts,
@@ -242,6 +376,8 @@ def _write(
     if cls.destroy_on_complete and target in cls.final_states:
         delete_rows(sess, [flow.id])
     _apply(flow, values)
+    if flow._staged:
+        flow._discard(None)  # all equal to the stored values: nothing to keep
     for cb in t.after:
         fn = getattr(flow, cb) if isinstance(cb, str) else (lambda cb=cb: cb(flow))
         defer_until_commit(sess, f"{cls.type_name}.{t.name} -> {getattr(fn, '__name__', cb)}", fn)
@@ -259,13 +395,19 @@ def _write(
         error_message=err_msg,
         error_traceback=err_tb,
         meta=info.meta,
+        changes=changes,
     )
 
 
 def _apply(flow: Flow, values: Mapping[str, Any]) -> None:
+    """Show what was just written on ``flow`` (its staged edits are now stored)."""
+    row = flow.__dict__
     for key, value in values.items():
-        if key != "errored":  # derived from the state on the object
-            setattr(flow, key, value)
+        if key == "props":
+            row["_props"] = value
+            row["_staged"] = {}
+        elif key != "errored":  # derived from the state on the object
+            row[key] = value
 
 
 def delete_rows(sess: Session, ids: Iterable[int]) -> int:

@@ -6,6 +6,7 @@ These objects only describe; :mod:`flowstate_web._executor` runs transitions and
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -64,15 +65,20 @@ class State:
 
 
 class Prop(Generic[T]):
-    """A typed field of the flow's JSON payload, read as an attribute.
+    """A typed field of the flow's JSON payload, read and assigned as an attribute.
 
-    ``my_record_id = Prop(str)`` makes ``flow.my_record_id`` a ``str`` for mypy too.
-    A prop without ``default`` is required when the flow is created.
+    ``my_record_id = Prop(str)`` makes ``flow.my_record_id`` a ``str`` for mypy too, and
+    ``flow.my_record_id = 1`` a mypy error. A prop without ``default`` is required when the
+    flow is created. Assigning checks the value at once and stages it on the instance; the
+    next transition of that instance (or ``flow.save()``) writes it. ``dict`` and ``list``
+    values are read as copies: change one by assigning a new value.
     """
 
     name: str
     owner_name: str
     runtime_type: type
+    #: Whether reads return a copy (a ``dict``/``list`` changed in place would write nothing).
+    copies: bool = False
 
     def __init__(self, type_: type[T], *, default: T = _MISSING) -> None:
         self.declared = type_
@@ -99,10 +105,19 @@ class Prop(Generic[T]):
     def __get__(self, obj: Flow | None, owner: type[Any]) -> Prop[T] | T:
         if obj is None:
             return self
-        value = obj.props.get(self.name, self.default)
+        name = self.name
+        staged = obj._staged
+        value = staged[name] if name in staged else obj._props.get(name, self.default)
         if value is _MISSING:
-            raise AttributeError(f"{self.owner_name} #{obj.id} has no value for prop {self.name!r}")
-        return value  # type: ignore[no-any-return]
+            raise AttributeError(
+                f"{obj.type_name} #{obj.id} has no value for prop {name!r}"
+                " (a required prop declared after the flow was created?)"
+            )
+        return copy.deepcopy(value) if self.copies else value  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Flow, value: T) -> None:
+        """Check ``value`` and stage it; raise :class:`PayloadValidationError` (nothing staged)."""
+        obj.update(**{self.name: value})
 
 
 class Artefact(Generic[T]):
@@ -267,8 +282,10 @@ def transition(
 
     :param source: the state (or states) the flow must be in; checked under the row lock.
     :param target: the state the flow moves to.
-    :param guard: ``f(flow) -> bool`` (or a method name) evaluated on the locked, fresh row;
-        false raises :class:`~flowstate_web.errors.GuardFailedError` and writes nothing.
+    :param guard: ``f(flow) -> bool`` (or a method name) evaluated on the locked, fresh row
+        plus the prop edits staged on the instance; false raises
+        :class:`~flowstate_web.errors.GuardFailedError` and writes nothing. It must only read
+        (``available_transitions()`` and ``why_not()`` evaluate it outside a transition).
     :param persists: the declared :class:`Artefact` that the method's return value is stored as.
     :param after: callbacks ``f(flow)`` (or method names) run once, after the outermost commit.
     :param retry: this transition is the way out of an error state; the admin offers it.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Engine, event
 
 from . import counters
 from .models import metadata, state_counts
@@ -74,6 +76,7 @@ class FlowState:
             include_tables(self.db.metadata)
         self._init_admin(app)
         app.extensions["flowstate"] = self
+        _watch_sqlite_settings(app, self.db)
         from .cli import flowstate_cli
 
         if "flowstate" not in app.cli.commands:
@@ -90,6 +93,53 @@ class FlowState:
             app.register_blueprint(
                 create_blueprint(settings), url_prefix=settings.url_prefix or None
             )
+
+
+log = logging.getLogger("flowstate_web")
+
+
+def _watch_sqlite_settings(app: Flask, db: SQLAlchemy) -> None:
+    """Log once per SQLite engine, at its first use, if it lacks WAL or a busy timeout.
+
+    A log record, not a ``warnings`` warning: a development app on plain SQLite works, it
+    only queues writers worse. Checked at first checkout, after the host's own ``connect``
+    listeners (which usually set the pragmas) have run.
+    """
+    try:
+        with app.app_context():
+            engines: list[Engine] = list(db.engines.values())
+    except Exception:  # db not initialised on this app yet: nothing to look at
+        return
+    for engine in engines:
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "checkout", _sqlite_check(str(engine.url)), once=True)
+
+
+def _sqlite_check(url: str) -> Callable[[Any, Any, Any], None]:
+    def check(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cur = dbapi_connection.cursor()
+        try:
+            timeout = cur.execute("PRAGMA busy_timeout").fetchone()[0]
+            journal = str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        finally:
+            cur.close()
+        missing = [
+            *(["busy timeout"] if not timeout else []),
+            *(["WAL"] if journal not in ("wal", "memory") else []),
+        ]
+        if missing:
+            log.warning(
+                "flowstate: the SQLite database %s has no %s (journal_mode=%s,"
+                " busy_timeout=%s ms): concurrent writers may fail with 'database is"
+                " locked'; set PRAGMA journal_mode=WAL and busy_timeout in a 'connect'"
+                " listener (README, 'Using it in your Flask app')",
+                url,
+                " or ".join(missing),
+                journal,
+                timeout,
+            )
+
+    return check
 
 
 def include_tables(target: Any) -> None:

@@ -2,41 +2,61 @@
 
 from __future__ import annotations
 
-import inspect
+import copy
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar, overload
 
 from sqlalchemy import Row, Select, select
 
-from . import _executor, registry, timeouts
+from . import _definition, _executor, _props, registry, timeouts
+from ._definition import _FlowMeta
 from ._tx import AnySession, resolve_session
-from ._values import base_type
 from .declare import Artefact, Prop, State, Transition
-from .errors import DefinitionError, FlowNotFoundError, FlowStateError, UnknownArtefactError
-from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
+from .errors import (
+    FlowNotFoundError,
+    FlowStateError,
+    UnknownArtefactError,
+    UnknownFlowTypeError,
+)
+from .graph import FlowGraph, TransitionSpec
 from .models import artefacts, flows, transitions
 from .records import ArtefactEntry, HistoryEntry, utc, utc_or_none
 
-_DECLARATIONS = (State, Prop, Artefact, Transition)
+if TYPE_CHECKING:
+    from typing import Never
+
+T = TypeVar("T")
+
+__all__ = ["Flow", "RowValue", "_FlowMeta", "load", "reserved_names"]
 
 
-class _Namespace(dict[str, Any]):
-    """Class-body namespace that refuses to declare the same name twice."""
+class RowValue(Generic[T]):
+    """A column of the flow's row, read-only on the instance (transitions change it).
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if isinstance(value, _DECLARATIONS) and isinstance(self.get(key), _DECLARATIONS):
-            owner = self.get("__qualname__", "?")
-            raise DefinitionError(f"{owner}: {key!r} is declared twice")
-        super().__setitem__(key, value)
+    At run time a non-data descriptor: the value lives in the instance ``__dict__`` (read at
+    plain attribute speed on the hot path) and ``Flow.__setattr__`` refuses assignment. For
+    mypy, ``__set__`` takes ``Never``, so ``flow.state = "x"`` is a type error.
+    """
 
+    name: str
 
-class _FlowMeta(type):
-    @classmethod
-    def __prepare__(  # type: ignore[override]
-        mcs, name: str, bases: tuple[type, ...], **kwargs: Any
-    ) -> _Namespace:
-        return _Namespace()
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> RowValue[T]: ...
+    @overload
+    def __get__(self, obj: Flow, owner: type[Any]) -> T: ...
+    def __get__(self, obj: Flow | None, owner: type[Any]) -> RowValue[T] | T:
+        if obj is None:
+            return self
+        return obj.__dict__[self.name]  # type: ignore[no-any-return]
+
+    if TYPE_CHECKING:
+
+        def __set__(self, obj: Flow, value: Never) -> NoReturn: ...
 
 
 class Flow(metaclass=_FlowMeta):
@@ -45,10 +65,15 @@ class Flow(metaclass=_FlowMeta):
     Declare :class:`~flowstate_web.State`, :class:`~flowstate_web.Prop`,
     :class:`~flowstate_web.Artefact` attributes and ``@transition`` methods; the class is
     checked and registered when it is defined. Keyword options on the class statement:
-    ``type_name`` (stored in each row; default the class name), ``destroy_on_complete``
-    (delete the flow with its history when it reaches a final state), ``abstract``,
+    ``type_name`` (stored in each row and used in the admin's URLs: 1-200 characters of
+    ``A-Z a-z 0-9 _ . -``; default the class name), ``destroy_on_complete`` (delete the flow
+    with its history when it reaches a final state), ``abstract``,
     ``state_timeout`` (the default timeout of non-final, non-error states, see
     :mod:`flowstate_web.timeouts`).
+
+    On an instance, the row's values (``state``, ``seq``, timestamps...) are read-only;
+    assigning a declared prop checks and stages it, and the next transition or :meth:`save`
+    writes it. Other public names cannot be assigned; ``_``-names are the subclass's own.
     """
 
     type_name: ClassVar[str]
@@ -63,17 +88,22 @@ class Flow(metaclass=_FlowMeta):
     final_states: ClassVar[frozenset[str]]
     _graph: ClassVar[FlowGraph]
 
-    id: int
-    state: str
-    seq: int
-    props: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    state_entered_at: datetime
-    last_errored_at: datetime | None
-    completed_at: datetime | None
-    last_error_type: str | None
-    last_error_message: str | None
+    #: The stored row, read-only: transitions change it (``seq`` counts history rows).
+    id = RowValue[int]()
+    state = RowValue[str]()
+    seq = RowValue[int]()
+    created_at = RowValue[datetime]()
+    updated_at = RowValue[datetime]()
+    state_entered_at = RowValue[datetime]()
+    last_errored_at = RowValue[datetime | None]()
+    completed_at = RowValue[datetime | None]()
+    last_error_type = RowValue[str | None]()
+    last_error_message = RowValue[str | None]()
+
+    _session: AnySession | None
+    #: The props as stored, and this instance's checked edits not written yet.
+    _props: dict[str, Any]
+    _staged: dict[str, Any]
 
     def __init_subclass__(
         cls,
@@ -91,16 +121,18 @@ class Flow(metaclass=_FlowMeta):
             cls.state_timeout = state_timeout
         decl: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            decl.update({k: v for k, v in vars(klass).items() if isinstance(v, _DECLARATIONS)})
+            decl.update(
+                {k: v for k, v in vars(klass).items() if isinstance(v, _definition.DECLARATIONS)}
+            )
         cls.states = {k: v for k, v in decl.items() if isinstance(v, State)}
         cls.prop_fields = {k: v for k, v in decl.items() if isinstance(v, Prop)}
         cls.artefact_fields = {k: v for k, v in decl.items() if isinstance(v, Artefact)}
         cls.transition_fields = {k: v for k, v in decl.items() if isinstance(v, Transition)}
         if abstract:
             return
-        cls.type_name = type_name or cls.__name__
-        _validate(cls)
-        cls._graph = _build_graph(cls)
+        cls.type_name = cls.__name__ if type_name is None else type_name
+        _definition.validate(cls, _RESERVED)
+        cls._graph = _definition.build_graph(cls)
         cls.initial_state = cls._graph.initial
         cls.error_states = frozenset(cls._graph.error_states)
         cls.final_states = frozenset(cls._graph.final_states)
@@ -112,22 +144,58 @@ class Flow(metaclass=_FlowMeta):
         self, row: Row[Any] | Mapping[str, Any], session: AnySession | None = None
     ) -> None:
         """Wrap a ``flowstate_flows`` row (use :meth:`create` and :meth:`get` instead)."""
-        self._session = session
+        d = self.__dict__
+        d["_session"] = session
+        d["_staged"] = {}
         self._load(row)
 
     def _load(self, row: Row[Any] | Mapping[str, Any]) -> None:
+        """Show ``row`` (staged edits stay staged on top of its props)."""
         m = row._mapping if isinstance(row, Row) else row  # the hot path reads mappings
-        self.id = m["id"]
-        self.state = m["state"]
-        self.seq = m["seq"]
-        self.props = dict(m["props"] or {})
-        self.created_at = utc(m["created_at"])
-        self.updated_at = utc(m["updated_at"])
-        self.state_entered_at = utc(m["state_entered_at"])
-        self.last_errored_at = utc_or_none(m["last_errored_at"])
-        self.completed_at = utc_or_none(m["completed_at"])
-        self.last_error_type = m["last_error_type"]
-        self.last_error_message = m["last_error_message"]
+        d = self.__dict__
+        d["id"] = m["id"]
+        d["state"] = m["state"]
+        d["seq"] = m["seq"]
+        d["_props"] = dict(m["props"] or {})
+        d["created_at"] = utc(m["created_at"])
+        d["updated_at"] = utc(m["updated_at"])
+        d["state_entered_at"] = utc(m["state_entered_at"])
+        d["last_errored_at"] = utc_or_none(m["last_errored_at"])
+        d["completed_at"] = utc_or_none(m["completed_at"])
+        d["last_error_type"] = m["last_error_type"]
+        d["last_error_message"] = m["last_error_message"]
+
+    def _discard(self, row: Mapping[str, Any] | None) -> None:
+        """Drop the staged edits (and show ``row``, the last committed row read, if given)."""
+        self.__dict__["_staged"] = {}
+        if row is not None:
+            self._load(row)
+
+    if not TYPE_CHECKING:  # mypy keeps checking attribute names and Prop types statically
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name.startswith("_") and name not in _RESERVED:
+                object.__setattr__(self, name, value)  # the subclass's own private state
+            elif name in self.prop_fields:
+                self.update(**{name: value})
+            else:
+                raise AttributeError(self._read_only(name))
+
+    def _read_only(self, name: str) -> str:
+        where = f"{self.type_name} #{self.__dict__.get('id', '?')}"
+        if name in _ROW_ATTRIBUTES:
+            return (
+                f"{where}: {name!r} is read-only (it is the stored row's); the state changes"
+                " only by running a transition (flow.<transition>() or flow.run(name)),"
+                " props by assigning a declared prop"
+            )
+        if name in self.states or name in self.transition_fields or name in self.artefact_fields:
+            return f"{where}: {name!r} is a declared state, transition or artefact, not a prop"
+        return (
+            f"{where}: cannot set {name!r}: only declared props can be assigned"
+            f" (props: {', '.join(self.prop_fields) or 'none'}); names starting with '_'"
+            " are free for your own attributes"
+        )
 
     @classmethod
     def create(cls, *, session: AnySession | None = None, **props: Any) -> Self:
@@ -157,12 +225,61 @@ class Flow(metaclass=_FlowMeta):
         return cls._graph
 
     def refresh(self) -> Self:
-        """Re-read this flow's row (the latest committed or own-transaction data)."""
+        """Re-read this flow's row (the latest committed or own-transaction data).
+
+        Staged prop edits are dropped.
+        """
         row = _executor.read(resolve_session(self._session), self.id)
         if row is None:
             raise FlowNotFoundError(self.type_name, self.id)
-        self._load(row)
+        self._discard(row)
         return self
+
+    # -- props --------------------------------------------------------------------------
+
+    @property
+    def props(self) -> Mapping[str, Any]:
+        """Return the props (stored, with this instance's staged edits on top), read-only."""
+        staged = self._staged
+        return MappingProxyType({**self._props, **staged} if staged else self._props)
+
+    @property
+    def staged(self) -> Mapping[str, Any]:
+        """Return the prop edits staged on this instance and not written yet, read-only."""
+        return MappingProxyType(self._staged)
+
+    def update(self, **props: Any) -> Self:
+        """Check ``props`` and stage them (as ``flow.<prop> = value`` does, for several).
+
+        The next transition run on this instance writes them in its own database
+        transaction, or :meth:`save` does. Raises one
+        :class:`~flowstate_web.errors.PayloadValidationError` naming every unknown,
+        ``None`` or mistyped prop; nothing is staged then.
+        """
+        where = f"{self.type_name} #{self.id}"
+        clean = _props.check_props(type(self), props, where=where, partial=True)
+        for name, value in clean.items():
+            # A staged dict or list is a copy: changing the caller's object later changes
+            # nothing here.
+            self._staged[name] = copy.deepcopy(value) if self.prop_fields[name].copies else value
+        return self
+
+    def save(
+        self,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> HistoryEntry | None:
+        """Write the staged prop edits now, without a transition.
+
+        Its own transaction under the transaction rule, under the row lock: bumps
+        ``updated_at`` and ``seq`` and writes a history row of kind ``"update"`` (name
+        ``"save"``, from and to the current state) recording old and new values. Returns
+        that entry, or ``None`` when nothing differs from the stored props (nothing written).
+        """
+        info = _executor.RunInfo(actor=actor, reason=reason, meta=meta)
+        return _executor.save(self, info)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.id} {self.state}>"
@@ -199,9 +316,41 @@ class Flow(metaclass=_FlowMeta):
         """Return ``SELECT * FROM flowstate_flows`` for this type's stalled flows, to refine."""
         return cls.select().where(timeouts.stalled_condition(cls, now))
 
-    def available_transitions(self) -> tuple[TransitionSpec, ...]:
-        """Return the declared transitions that leave the current state."""
-        return self._graph.transitions_from(self.state)
+    def available_transitions(self, *, guards: bool = True) -> tuple[TransitionSpec, ...]:
+        """Return the declared transitions that could run now.
+
+        Those leaving the current state whose guard passes on this instance as it is (the
+        row as last read plus staged edits; :meth:`refresh` first for the latest). Guards
+        must only read. ``guards=False`` skips them: every transition leaving the state.
+        A guard can still refuse under the row lock if the data changes meanwhile.
+        """
+        leaving = self._graph.transitions_from(self.state)
+        if not guards:
+            return leaving
+        return tuple(spec for spec in leaving if self.why_not(spec.name) is None)
+
+    def why_not(self, name: str) -> str | None:
+        """Return why transition ``name`` cannot run now, or ``None`` if it can.
+
+        Checks the source state, then the guard, on this instance as it is (writing nothing):
+        ``"state is 'x', needs one of 'a', 'b'"``, ``"guard has_response returned False"``,
+        ``"guard has_response raised KeyError: 'id'"``.
+        """
+        t = self.transition_fields.get(name)
+        if t is None:
+            raise FlowStateError(f"{self.type_name} #{self.id}: no transition {name!r}")
+        if self.state not in t.sources:
+            return (
+                f"state is {self.state!r}, needs {'one of ' if len(t.sources) > 1 else ''}"
+                + ", ".join(repr(s) for s in t.sources)
+            )
+        if t.guard is None:
+            return None
+        try:
+            ok = _executor.guard_passes(self, t)
+        except Exception as exc:
+            return f"guard {t.guard_name} raised {type(exc).__name__}: {exc}"
+        return None if ok else f"guard {t.guard_name} returned False"
 
     def retry_transitions(self) -> tuple[TransitionSpec, ...]:
         """Return the retry transitions that leave the current state."""
@@ -215,11 +364,16 @@ class Flow(metaclass=_FlowMeta):
         *args: Any,
         actor: str | None = None,
         reason: str | None = None,
-        error: BaseException | None = None,
+        error: BaseException | _executor.Implicit | None = _executor.IMPLICIT,
         meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> HistoryEntry:
-        """Run the transition called ``name``, recording actor, reason, error and meta."""
+        """Run the transition called ``name``, recording actor, reason, error and meta.
+
+        Entering an error state records ``error``; by default the exception the calling
+        function is handling (``try: ... except: flow.run("fail")``) and no other
+        (see :func:`~flowstate_web._executor.implicit_error`); ``error=None`` records none.
+        """
         t = self.transition_fields.get(name)
         if t is None:
             raise FlowStateError(f"{self.type_name} #{self.id}: no transition {name!r}")
@@ -282,89 +436,34 @@ class Flow(metaclass=_FlowMeta):
         return (ArtefactEntry.from_row(r) for r in sess.execute(q))
 
 
+#: Every attribute name of ``Flow`` a declaration may not take (README: "Reserved names").
 _RESERVED = frozenset(name for name in dir(Flow) if not name.startswith("__")) | set(
     Flow.__annotations__
 )
+#: The row's values and what is derived from them: read-only on an instance.
+_ROW_ATTRIBUTES = frozenset(
+    name for name, value in vars(Flow).items() if isinstance(value, RowValue | property)
+)
 
 
-def _validate(cls: type[Flow]) -> None:
-    where = cls.__qualname__
-    for name in cls.states | cls.prop_fields | cls.artefact_fields | cls.transition_fields:
-        if name in _RESERVED:
-            raise DefinitionError(f"{where}: {name!r} is reserved by Flow; choose another name")
-    for name, field in (cls.prop_fields | cls.artefact_fields).items():
-        field.runtime_type = base_type(field.declared, owner=where, name=name)
-    if not cls.states:
-        raise DefinitionError(f"{where}: declare at least one State")
-    initials = [n for n, s in cls.states.items() if s.initial]
-    if len(initials) > 1:
-        raise DefinitionError(f"{where}: more than one initial state: {', '.join(initials)}")
-    for name, s in cls.states.items():
-        if s.error and s.final:
-            raise DefinitionError(f"{where}: state {name!r} cannot be both error and final")
-    for name, t in cls.transition_fields.items():
-        for state in (*t.sources, t.target):
-            if state not in cls.states:
-                raise DefinitionError(f"{where}.{name}: unknown state {state!r}")
-        if t.persists is not None and t.persists not in cls.artefact_fields:
-            raise DefinitionError(f"{where}.{name}: persists undeclared artefact {t.persists!r}")
-        for ref in ([t.guard] if isinstance(t.guard, str) else []) + [
-            a for a in t.after if isinstance(a, str)
-        ]:
-            if ref not in cls.transition_fields and not callable(getattr(cls, ref, None)):
-                raise DefinitionError(f"{where}.{name}: {ref!r} is not a method of {where}")
-        if t.retry:
-            if not any(cls.states[s].error for s in t.sources):
-                raise DefinitionError(
-                    f"{where}.{name}: a retry transition must leave an error state"
-                )
-            params = list(inspect.signature(t.fn).parameters.values())[1:]
-            if any(
-                p.default is p.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                for p in params
-            ):
-                raise DefinitionError(
-                    f"{where}.{name}: a retry transition cannot take required arguments"
-                    " (operators run it from the admin with none)"
-                )
+def reserved_names() -> frozenset[str]:
+    """Return the names a state, prop, artefact or transition may not take (``Flow``'s own)."""
+    return _RESERVED
 
 
-def _build_graph(cls: type[Flow]) -> FlowGraph:
-    initial = next((n for n, s in cls.states.items() if s.initial), next(iter(cls.states)))
-    timed = timeouts.resolve(cls)
-    return FlowGraph(
-        name=cls.type_name,
-        states=tuple(
-            StateSpec(
-                name=n,
-                error=s.error,
-                final=s.final,
-                initial=n == initial,
-                timeout=timed[n][0] if n in timed else None,
-                on_timeout=timed[n][1] if n in timed else None,
-            )
-            for n, s in cls.states.items()
-        ),
-        transitions=tuple(
-            TransitionSpec(
-                name=n,
-                sources=t.sources,
-                target=t.target,
-                guard=t.guard_name,
-                persists=t.persists,
-                after=t.after_names,
-                retry=t.retry,
-                doc=t.doc,
-            )
-            for n, t in cls.transition_fields.items()
-        ),
-        artefacts=tuple(
-            ArtefactSpec(name=n, type_name=a.type_name) for n, a in cls.artefact_fields.items()
-        ),
-        props=tuple(
-            PropSpec(name=n, type_name=p.type_name, required=p.required)
-            for n, p in cls.prop_fields.items()
-        ),
-        doc=(cls.__doc__ or "").strip() or None,
-    )
+def load(flow_id: int, *, session: AnySession | None = None) -> Flow:
+    """Load flow ``flow_id`` as an instance of its own flow type, whatever that is.
+
+    Raises :class:`FlowNotFoundError` when no flow has this id, and
+    :class:`UnknownFlowTypeError` when its type is not defined in this process.
+    """
+    row = _executor.read(resolve_session(session), flow_id)
+    if row is None:
+        raise FlowNotFoundError("flow", flow_id)
+    cls = registry.find_flow_type(row["type"])
+    if cls is None:
+        raise UnknownFlowTypeError(
+            f"flow #{flow_id} is of type {row['type']!r}, which is not defined in this process"
+            " (import the module that declares it)"
+        )
+    return cls(row, session)

@@ -129,6 +129,13 @@ class TransitionRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument())
+    #: ``"transition"`` (a state change, possibly the same state) or ``"update"`` (props
+    #: saved by ``flow.save()``: from_state = to_state, no state change). A server default,
+    #: so writers that do not name it (the hot path, older code) record a transition.
+    kind: Mapped[str] = mapped_column(String(20), server_default=text("'transition'"))
+    #: Props this entry wrote: ``{prop: {"old": ..., "new": ...}}`` (values bounded in
+    #: size), or NULL when it changed none.
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument())
 
     # The database itself forbids two transitions from the same step of one flow.
     __table_args__ = (UniqueConstraint("flow_id", "seq"),)

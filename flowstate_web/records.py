@@ -21,7 +21,15 @@ def utc_or_none(value: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One committed transition of one flow."""
+    """One history row of one flow: a transition, or an update of its props.
+
+    ``kind`` is ``"transition"`` (``name`` is the transition; ``to_state`` may equal
+    ``from_state``) or ``"update"`` (``flow.save()``: ``name`` is ``"save"``, the state did
+    not change). ``changes`` is ``{prop: {"old": ..., "new": ...}}`` for the props this
+    entry wrote (values over :data:`~flowstate_web._props.MAX_CHANGE_VALUE` characters
+    of JSON are replaced by ``{"truncated": <JSON prefix>, "chars": <full length>}``), or
+    ``None``.
+    """
 
     id: int
     flow_id: int
@@ -36,6 +44,13 @@ class HistoryEntry:
     error_message: str | None = None
     error_traceback: str | None = None
     meta: dict[str, Any] | None = None
+    kind: str = "transition"
+    changes: dict[str, Any] | None = None
+
+    @property
+    def is_update(self) -> bool:
+        """Return whether this entry saved props without a transition (``flow.save()``)."""
+        return self.kind == "update"
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> HistoryEntry:
@@ -55,6 +70,8 @@ class HistoryEntry:
             error_message=m["error_message"],
             error_traceback=m["error_traceback"],
             meta=m["meta"],
+            kind=m["kind"],
+            changes=m["changes"],
         )
 
 

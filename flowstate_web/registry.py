@@ -62,5 +62,5 @@ def row_problem(type_name: str, state: str) -> str | None:
     if cls is None:
         return f"flow type {type_name!r} is not defined in this process"
     if state not in cls.states:
-        return f"state {state!r} is not declared on {cls.__qualname__}"
+        return f"state {state!r} is not declared on {cls.type_name}"
     return None

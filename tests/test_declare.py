@@ -10,6 +10,7 @@ from flowstate_web import (
     Flow,
     Prop,
     State,
+    flow_types,
     get_flow_type,
     transition,
 )
@@ -130,3 +131,94 @@ def test_abstract_base_shares_declarations() -> None:
         assert [t.name for t in Child.graph().transitions] == ["go"]
     finally:
         unregister("tests.Child")
+
+
+def test_specific_error_classes_are_definition_errors() -> None:
+    from flowstate_web import UnknownArtefactError, UnknownStateError
+
+    with pytest.raises(UnknownStateError, match=r"tests\.Bad\.go: unknown state 'gone'"):
+
+        class BadState(Flow, type_name="tests.Bad"):
+            x = State()
+
+            @transition(source=x, target="gone")
+            def go(self) -> None:
+                pass
+
+    with pytest.raises(UnknownArtefactError, match="undeclared artefact 'nothing'") as info:
+
+        class BadArtefact(Flow, type_name="tests.Bad"):
+            x = State()
+
+            @transition(source=x, target=x, persists="nothing")
+            def go(self) -> None:
+                pass
+
+    assert isinstance(info.value, DefinitionError)
+    assert issubclass(UnknownStateError, DefinitionError)
+
+
+def test_messages_name_the_type_not_the_local_qualname() -> None:
+    def make() -> None:
+        class Local(Flow, type_name="tests.Named"):
+            x = State()
+            x = State()
+
+    with pytest.raises(DefinitionError) as info:
+        make()
+    assert str(info.value).startswith("tests.Named: 'x' is declared twice")
+    assert "<locals>" not in str(info.value)
+    assert "share one namespace" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["retry", "run", "state", "props", "id", "save", "update"])
+def test_reserved_names_say_why(name: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        type(Flow)("Reserving", (Flow,), {name: State()}, type_name="tests.Reserving")
+    msg = str(info.value)
+    assert msg.startswith(f"tests.Reserving: {name!r} is reserved by Flow")
+    assert "share one namespace" in msg and "Reserved names" in msg
+
+
+def test_readme_lists_every_reserved_name() -> None:
+    import re
+    from pathlib import Path
+
+    from flowstate_web.flow import reserved_names
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Reserved names", 1)[1].split("\n#", 1)[0]
+    listed = set(re.findall(r"`([a-z_]+)`", section))
+    public = {n for n in reserved_names() if not n.startswith("_")}
+    assert public <= listed, sorted(public - listed)
+    assert listed - public <= {"_"}, sorted(listed - public)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a/b", "<b>x</b>", "line\r\nbreak", "", "..", ".", "sp ace", "x" * 201, "naïve", "a?b", "a#b"],
+)
+def test_type_names_that_cannot_be_a_url_segment_are_refused(name: str) -> None:
+    with pytest.raises(DefinitionError, match=r"type name .* cannot be used") as info:
+        type(Flow)("Odd", (Flow,), {"x": State()}, type_name=name)
+    assert "A-Z, a-z, 0-9" in str(info.value)
+    if name:
+        assert name not in flow_types()
+
+
+@pytest.mark.parametrize("name", ["a", "tests.Ok-name_1", "x" * 200, "v2.Flow"])
+def test_url_safe_type_names_are_accepted(name: str) -> None:
+    cls = type(Flow)("Fine", (Flow,), {"x": State()}, type_name=name)
+    try:
+        assert get_flow_type(name) is cls
+    finally:
+        unregister(name)
+
+
+def test_the_demo_flows_have_url_safe_names() -> None:
+    import flowstate_web.demo.orders_flow
+    import flowstate_web.demo.sync_flow  # noqa: F401
+    from flowstate_web._definition import TYPE_NAME
+
+    for name in flow_types():
+        assert TYPE_NAME.fullmatch(name), name

@@ -35,7 +35,7 @@ class FakeApi:
     def fetch(self, third_party_id: str) -> dict[str, Any]:
         if self.fail:
             raise TimeoutError(f"third party {third_party_id} timed out")
-        return {"id": third_party_id, "name": "Widget"}
+        return {"id": third_party_id, "name": "Widget", "etag": "e-1"}
 
 
 saved: dict[str, dict[str, Any]] = {}
@@ -81,7 +81,10 @@ def test_happy_path_completes(app: Any) -> None:
     drain(FakeApi(fail=False))
     done = SyncThirdPartyApiFlow.get(flow.id)
     assert done.state == "completed" and done.completed_at is not None
-    assert saved["rec-1"] == {"id": "tp-1", "name": "Widget"}
+    assert saved["rec-1"] == {"id": "tp-1", "name": "Widget", "etag": "e-1"}
+    assert done.third_party_etag == "e-1"  # assigned in the transition, committed with it
+    fetched = done.history()[2]
+    assert fetched.changes == {"third_party_etag": {"old": "", "new": "e-1"}}
     names = [h.name for h in done.history()]
     assert names == [
         "pick",

@@ -77,6 +77,6 @@ def test_rows_the_code_no_longer_knows_are_reported_not_fatal(app: Any, db: SQLA
     loaded = Order.get(flow.id)
     assert not loaded.state_declared and not loaded.errored
     assert loaded.available_transitions() == ()
-    assert row_problem("tests.Order", "retired") == "state 'retired' is not declared on Order"
+    assert row_problem("tests.Order", "retired") == "state 'retired' is not declared on tests.Order"
     assert row_problem("gone.Type", "x") == "flow type 'gone.Type' is not defined in this process"
     assert row_problem("tests.Order", "new") is None

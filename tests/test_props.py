@@ -44,7 +44,7 @@ def test_falsy_values_are_present_not_missing(app: Any, value: Any) -> None:
         ({"customer": "c", "amount": 1, "ratio": math.nan}, "cannot be stored in JSON"),
         ({"customer": "c", "amount": 1, "extra": {1: "x"}}, "JSON keys must be str"),
         ({"customer": "c", "amount": 1, "extra": {"when": object()}}, "cannot be stored in JSON"),
-        ({"customer": "c", "amount": 1, "colour": "red"}, "unknown prop(s) colour"),
+        ({"customer": "c", "amount": 1, "colour": "red"}, "unknown prop 'colour'"),
         ({"customer": None, "amount": 1}, "prop 'customer' is None"),
     ],
 )

@@ -28,7 +28,7 @@ def readme_code() -> str:
     """Return the Python blocks of the README's embedding section, in order."""
     text = README.read_text()
     section = text.split("## Using it in your Flask app", 1)[1].split("\n## ", 1)[0]
-    section = section.split("### Configuration", 1)[0]
+    section = section.split("\n### ", 1)[0]  # up to its first subsection
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 2, "the section shows the set-up and the transaction example"
     return "\n\n".join(blocks)

@@ -18,6 +18,11 @@ def use(flow: SyncThirdPartyApiFlow) -> None:
     reveal_type(flow.pick())
     wrong: int = flow.third_party_id
     flow.finish_third_party_api_request("not a dict")
+    flow.third_party_id = "tp-9"
+    flow.third_party_id = 9
+    flow.state = "completed"
+    flow.third_party_idd = "typo"
+    reveal_type(flow.completed_at)
 """
 
 
@@ -29,10 +34,22 @@ def test_mypy_strict_sees_real_types(tmp_path: Path) -> None:
     )
     assert status == 1, out + err
     revealed = re.findall(r'Revealed type is "([^"]+)"', out.replace("builtins.", ""))
-    assert revealed == ["str", "dict[str, Any] | None", "flowstate_web.records.HistoryEntry"]
+    assert revealed == [
+        "str",
+        "dict[str, Any] | None",
+        "flowstate_web.records.HistoryEntry",
+        "datetime.datetime | None",
+    ]
     assert (
         'Incompatible types in assignment (expression has type "str", variable has type "int")'
         in out
     )
     assert 'Argument 1 has incompatible type "str"; expected "dict[str, Any]"' in out
-    assert out.count("error:") == 2, out
+    # Props are typed on assignment too; row attributes are read-only; typos are caught.
+    assert (
+        'Incompatible types in assignment (expression has type "int", variable has type "str")'
+        in out
+    )
+    assert 'expression has type "str", variable has type "Never"' in out
+    assert 'has no attribute "third_party_idd"' in out
+    assert out.count("error:") == 5, out

@@ -17,6 +17,9 @@ from .queries import Matching, OldestErrored, StateCount
 if TYPE_CHECKING:
     from ..flow import Flow
 
+if TYPE_CHECKING:
+    from ..flow import Flow
+
 
 def now() -> datetime:
     """Return the current time, aware, in UTC."""
@@ -117,30 +120,53 @@ class Step:
 
 
 def timeline(history: Sequence[HistoryEntry], found: Sequence[ArtefactEntry]) -> list[Step]:
-    """Return the history, oldest first, each entry with the artefacts it persisted."""
+    """Return the history, oldest first, each entry with the artefacts it persisted.
+
+    Prop updates (``flow.save()``) are steps too, but not state changes: the time a flow
+    stayed in a state runs to the next transition, and the current step is the last
+    transition.
+    """
     by_transition: dict[int, list[ArtefactEntry]] = {}
     for artefact in found:
         by_transition.setdefault(artefact.transition_id, []).append(artefact)
     steps: list[Step] = []
     moment = now()
-    for i, entry in enumerate(history):
-        last = i == len(history) - 1
-        left = moment if last else history[i + 1].created_at
+    left = moment
+    last_transition = next((e.id for e in reversed(history) if not e.is_update), None)
+    for entry in reversed(history):
         steps.append(
             Step(
                 entry=entry,
                 artefacts=tuple(by_transition.get(entry.id, ())),
-                stayed=left - entry.created_at,
-                current=last,
+                stayed=timedelta(0) if entry.is_update else left - entry.created_at,
+                current=entry.id == last_transition,
             )
         )
-    return steps
+        if not entry.is_update:
+            left = entry.created_at
+    return steps[::-1]
+
+
+def retry_blockers(flow: Flow) -> dict[str, str]:
+    """Return why each retry transition of an errored ``flow`` cannot run now (blocked only)."""
+    if not flow.errored:
+        return {}
+    return {t.name: why for t in flow.retry_transitions() if (why := flow.why_not(t.name))}
+
+
+def change_text(value: Any) -> str:
+    """Return an old/new value of a recorded prop change as short JSON (marking a cut one)."""
+    if isinstance(value, dict) and value.keys() == {"truncated", "chars"}:
+        return f"{value['truncated']}… ({value['chars']} characters)"
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def traversed(history: Sequence[HistoryEntry]) -> dict[tuple[str, str, str], int]:
     """Return ``{(transition, from, to): times}`` for the instance diagram overlay."""
     counts: dict[tuple[str, str, str], int] = {}
     for entry in history:
+        if entry.is_update:
+            continue  # a prop update moves along no edge
         key = (entry.name, entry.from_state, entry.to_state)
         counts[key] = counts.get(key, 0) + 1
     return counts

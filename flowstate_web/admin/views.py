@@ -251,6 +251,7 @@ def panel_context(
         "steps": present.timeline(history, flow.artefacts()),
         "failure": failure,
         "stall": present.stall(flow, history),
+        "blocked": present.retry_blockers(flow),
         "diagram": diagram,
         "live": live,
         "message": message,

@@ -17,6 +17,7 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
 
     my_record_id = Prop(str)
     third_party_id = Prop(str)
+    third_party_etag = Prop(str, default="")
 
     pending = State(initial=True)
     picked = State()
@@ -47,7 +48,8 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
         after="enqueue_save",
     )
     def finish_third_party_api_request(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Store the API's response as an artefact and enqueue the save job."""
+        """Store the API's response as an artefact (and its etag as a prop); enqueue the save."""
+        self.third_party_etag = str(result.get("etag", ""))  # written with this transition
         return result
 
     @transition(source=fetching_third_party_api, target=failed_to_fetch_third_party_api)

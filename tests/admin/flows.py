@@ -101,5 +101,5 @@ def _hostile_namespace() -> dict[str, Any]:
 
 
 HostileFlow: type[Flow] = _FlowMeta(  # type: ignore[assignment]
-    "HostileFlow", (Flow,), _hostile_namespace(), type_name="Hostile" + HOSTILE.replace("/", "")
+    "HostileFlow", (Flow,), _hostile_namespace(), type_name="AdminHostileFlow"
 )
