@@ -10,7 +10,6 @@ begins, commits and rolls back the transaction.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from . import _fastpath, _values
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
+from ._values import MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE
+from ._values import MAX_TRACEBACK as MAX_TRACEBACK
 from .errors import (
     FlowNotFoundError,
     GuardFailedError,
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 
 FlowT = TypeVar("FlowT", bound="Flow")
 T = TypeVar("T")
-
-#: Bounds on what an error state records, so one huge exception cannot bloat the history.
-MAX_ERROR_MESSAGE = 2000
-MAX_TRACEBACK = 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +115,7 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
         clean[name] = _values.check(
             value, prop.runtime_type, what=f"{cls.type_name}: prop {name!r}"
         )
+    _values.check_size(clean, _values.MAX_PROPS_BYTES, what=f"{cls.type_name}: props", record=True)
     return clean
 
 
@@ -136,6 +134,7 @@ def execute(
     """Run transition ``t`` on ``flow`` atomically; see the module docstring for the steps."""
     sess = resolve_session(flow._session)
     cls = type(flow)
+    _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
     error = info.error
     if error is None and t.target in cls.error_states:
         error = sys.exception()  # called from an ``except`` block: record why it failed
@@ -160,6 +159,7 @@ def execute(
                 value,
                 cls.artefact_fields[t.persists].runtime_type,
                 what=f"{cls.type_name} #{flow.id}: artefact {t.persists!r} of {t.name!r}",
+                max_bytes=_values.MAX_ARTEFACT_BYTES,
             )
         elif value is not None:
             raise PayloadValidationError(
@@ -168,6 +168,17 @@ def execute(
         return _write(sess, db, flow, t, value, info, error)
 
     return _own(sess, work)
+
+
+def _check_info(info: RunInfo, where: str) -> None:
+    """Refuse an actor, reason or meta the engine cannot store, naming the field."""
+    _values.check_text(info.actor, _values.MAX_ACTOR, what=f"{where}: actor")
+    _values.check_text(info.reason, _values.MAX_REASON, what=f"{where}: reason")
+    _values.check_meta(info.meta, what=f"{where}: meta")
+    if info.error is not None and not isinstance(info.error, BaseException):
+        raise PayloadValidationError(
+            f"{where}: error must be an exception, got {type(info.error).__name__}"
+        )
 
 
 def _write(
@@ -188,9 +199,8 @@ def _write(
     entering_error = target in cls.error_states
     err_type = err_msg = err_tb = None
     if entering_error and error is not None:
-        err_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
-        err_msg = str(error)[:MAX_ERROR_MESSAGE]
-        err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
+        # Repaired, never refused: recording a failure must not fail on the failure's text.
+        err_type, err_msg, err_tb = _values.describe_error(error)
     try:
         tid = db.insert_transition(
             {
@@ -293,8 +303,16 @@ def prune_completed(
 ) -> int:
     """Delete flows completed before ``older_than`` in batches, one transaction each.
 
-    Returns how many flows were deleted.
+    Returns how many flows were deleted. Raises :class:`PayloadValidationError` for a
+    ``flow_type`` no flow can have (not a storable string of at most 200 characters) and
+    :class:`ValueError` for an ``older_than`` that is not a datetime or a ``batch_size``
+    below 1, before anything is deleted.
     """
+    if not isinstance(older_than, datetime):
+        raise ValueError(f"prune: older_than must be a datetime, got {type(older_than).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"prune: batch_size must be an integer >= 1, got {batch_size!r}")
+    _values.check_text(flow_type, 200, what="prune: flow_type")
     sess = resolve_session(session)
     total = 0
     while True:
