@@ -22,6 +22,7 @@ from ..models import artefacts, flows
 from ..models import state_counts as state_counts_table
 from ..records import utc
 from .filters import ListFilter, PropSearch
+from .stored import FLOW_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +221,8 @@ def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
 
 def list_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:
     """Return one page of flows matching ``f``, by keyset on the id (never OFFSET)."""
-    q = select(flows).where(and_(*conditions(session, type_name, f))).limit(size + 1)
+    # Props as stored text (decoded by the page): a row the driver cannot decode stays listed.
+    q = select(*FLOW_COLUMNS).where(and_(*conditions(session, type_name, f))).limit(size + 1)
     if f.after is not None:
         rows = list(session.execute(q.where(flows.c.id > f.after).order_by(flows.c.id.asc())))
         more_newer = len(rows) > size
