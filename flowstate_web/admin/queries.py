@@ -276,9 +276,12 @@ def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[st
 def errored_batch(
     session: Session, type_name: str, f: ListFilter, after_id: int, size: int
 ) -> list[Row[Any]]:
-    """Return the next ``size`` errored flows matching ``f`` with an id above ``after_id``."""
+    """Return the next ``size`` errored flows matching ``f`` with an id above ``after_id``.
+
+    Their props are stored text: build flows with :func:`.stored.to_flow`.
+    """
     q = (
-        select(flows)
+        select(*FLOW_COLUMNS)  # props as text: one unreadable row must not stop the batch
         .where(*conditions(session, type_name, f.for_bulk()), flows.c.id > after_id)
         .order_by(flows.c.id)
         .limit(size)

@@ -320,3 +320,69 @@ def test_raw_json_download_is_access_controlled(make_admin: Any) -> None:
             response = web.get(path)
             assert response.status_code == 403
             assert b"secret" not in response.data
+
+
+# -- the admin's writes meet the same boundary ---------------------------------------------
+
+
+def _retry(web: FlaskClient, flow_id: int, **fields: str) -> Any:
+    from .conftest import csrf_token
+
+    data = {"transition": "retry_work", "csrf_token": csrf_token(web), **fields}
+    return web.post(f"{ADMIN}/types/{TYPE}/{flow_id}/retry", data=data, headers=HX)
+
+
+def test_retry_and_bulk_refuse_an_unstorable_reason_with_400(
+    admin: Flask, web: FlaskClient
+) -> None:
+    from .conftest import csrf_token, errored_branchy
+    from .flows import BranchyFlow
+
+    flow = errored_branchy("nul-reason")
+    response = _retry(web, flow.id, reason="because\x00")
+    assert response.status_code == 400
+    assert "reason: contains a NUL character" in response.get_data(as_text=True)
+    data = {"csrf_token": csrf_token(web), "via:broken": "retry_work", "reason": "x\x00"}
+    bulk = web.post(f"{ADMIN}/types/{TYPE}/bulk-retry", data=data)
+    assert bulk.status_code == 400
+    assert BranchyFlow.get(flow.id).state == "broken"
+
+
+def test_an_actor_the_engine_cannot_store_is_reported_not_a_500(
+    make_admin: Any,
+) -> None:
+    from .conftest import csrf_token, errored_branchy
+    from .flows import BranchyFlow
+
+    app = make_admin(actor="ops\x00")
+    with app.app_context():
+        flow = errored_branchy("long-actor")
+        web = app.test_client()
+        response = _retry(web, flow.id)
+        assert response.status_code == 409
+        assert "actor: string &#39;ops\\x00&#39; contains a NUL" in response.get_data(as_text=True)
+        data = {"csrf_token": csrf_token(web), "via:broken": "retry_work"}
+        html = web.post(f"{ADMIN}/types/{TYPE}/bulk-retry", data=data).get_data(as_text=True)
+        assert '<b class="fs-failed">1</b>' in html
+        assert "contains a NUL character" in html
+        assert BranchyFlow.get(flow.id).state == "broken"
+
+
+def test_retry_posts_on_unreadable_rows_report_them(
+    admin: Flask, web: FlaskClient, db: SQLAlchemy, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .conftest import csrf_token
+
+    flow_id = insert_flow(db, '{"ref": "deep", "extra": ' + deep_json(3000) + "}")
+    insert_history(db, flow_id)
+    db.session.commit()
+    # The engine cannot load this row to run a transition: the retry says so in the panel
+    # (the admin's status for a transition that raised), and the panel itself renders.
+    response = _retry(web, flow_id)
+    html = response.get_data(as_text=True)
+    assert "Not retried: retry_work raised" in html and "RecursionError" in html
+    assert f'id="flow-{flow_id}"' in html
+    data = {"csrf_token": csrf_token(web), "via:broken": "retry_work"}
+    bulk = web.post(f"{ADMIN}/types/{TYPE}/bulk-retry", data=data)
+    assert bulk.status_code == 200, bulk.get_data(as_text=True)[:2000]
+    assert '<b class="fs-failed">1</b>' in bulk.get_data(as_text=True)
