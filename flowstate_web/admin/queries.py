@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, cast, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Row, and_, case, cast, func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -216,7 +216,9 @@ def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
         typed = element.as_integer()
     else:
         typed = element.as_float()
-    return typed == prop.value
+    # SQLite's JSON functions raise on malformed text (a row written before the boundary,
+    # or NaN): such a row simply does not match instead of failing the page.
+    return case((func.json_valid(flows.c.props) == 1, typed), else_=None) == prop.value
 
 
 def list_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:

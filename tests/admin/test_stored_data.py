@@ -386,3 +386,19 @@ def test_retry_posts_on_unreadable_rows_report_them(
     bulk = web.post(f"{ADMIN}/types/{TYPE}/bulk-retry", data=data)
     assert bulk.status_code == 200, bulk.get_data(as_text=True)[:2000]
     assert '<b class="fs-failed">1</b>' in bulk.get_data(as_text=True)
+
+
+def test_prop_search_skips_rows_sqlite_cannot_read_as_json(
+    admin: Flask, web: FlaskClient, db: SQLAlchemy
+) -> None:
+    good = insert_flow(db, '{"ref": "x", "count": 3}')
+    if db.engine.dialect.name == "sqlite":
+        insert_flow(db, '{"ref": "broken json", ')
+        insert_flow(db, '{"ref": "x", "ratio": NaN}')
+    db.session.commit()
+    for q in ("ref=x", "count=3"):
+        response = web.get(f"{ADMIN}/types/{TYPE}", query_string={"q": q})
+        assert response.status_code == 200
+        html = response.get_data(as_text=True)
+        assert f'id="flow-{good}"' in html
+        assert html.count('<tr id="flow-') == 1
