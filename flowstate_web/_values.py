@@ -156,14 +156,16 @@ def clean_text(value: str) -> str:
     return _UNSTORABLE.sub(REPLACEMENT, value)
 
 
-def cut(value: str, limit: int, *, keep: str = "start") -> str:
+def cut(value: str, limit: int, *, keep: str = "start", total: int | None = None) -> str:
     """Return ``value`` cut to at most ``limit`` characters with a marker saying how much went.
 
-    ``keep="end"`` keeps the end instead (where a traceback says what failed).
+    ``keep="end"`` keeps the end instead (where a traceback says what failed). ``total``:
+    the length of the text ``value`` was taken from, if it is only its start.
     """
-    if len(value) <= limit:
+    total = len(value) if total is None else total
+    if total <= limit:
         return value
-    marker = f"… [cut at {limit:,} of {len(value):,} characters]"
+    marker = f"… [cut at {limit:,} of {total:,} characters]"
     room = max(limit - len(marker), 0)
     if keep == "end":
         return marker + value[len(value) - room :]

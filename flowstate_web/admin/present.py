@@ -158,7 +158,11 @@ def clip(text: str | None, limit: int = 4000) -> str:
     """Return stored text for a page: NUL/lone surrogates replaced, cut at ``limit`` chars."""
     if not text:
         return ""
-    return cut(clean_text(text[: limit + 1]) + text[limit + 1 : limit + 2], limit)
+    if len(text) <= limit:
+        return clean_text(text)
+    # Only the part shown is cleaned (a 10 MB value costs what is shown); the marker is
+    # the same as the engine's (``_values.cut``).
+    return cut(clean_text(text[:limit]), limit, total=len(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,11 +295,12 @@ def traceback_excerpt(text: str | None, lines: int = 40, limit: int = 16_000) ->
     """Return the last ``lines`` lines of a traceback (the end is where it failed), bounded."""
     if not text:
         return ""
-    text = clean_text(text[-(limit + 1) :])
-    parts = text.rstrip().splitlines()
+    total = len(text)
+    parts = clean_text(text[-limit:]).rstrip().splitlines()
     if len(parts) > lines:
         parts = ["…", *parts[-lines:]]
-    return cut("\n".join(parts), limit, keep="end")
+    joined = "\n".join(parts)
+    return cut(joined, limit, keep="end", total=max(total, len(joined)))
 
 
 @dataclass(frozen=True, slots=True)
