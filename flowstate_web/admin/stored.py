@@ -11,6 +11,7 @@ shows with an excerpt of the stored text, instead of failing the page.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,12 +116,13 @@ def load_flow(session: Session, cls: type[Flow], flow_id: int) -> Flow | None:
 def history(session: Session, flow_id: int) -> list[HistoryEntry]:
     """Return the history of ``flow_id``, oldest first, its ``meta`` decoded defensively."""
     q = select(*HISTORY_COLUMNS).where(transitions.c.flow_id == flow_id)
-    out: list[HistoryEntry] = []
-    for row in session.execute(q.order_by(transitions.c.seq)):
-        m = dict(row._mapping)
-        meta = decode(m.pop("meta"))
-        out.append(HistoryEntry(**{**m, "created_at": utc(m["created_at"]), "meta": meta}))
-    return out
+    rows = session.execute(q.order_by(transitions.c.seq))
+    return [_decode_meta(HistoryEntry.from_row(row)) for row in rows]
+
+
+def _decode_meta(entry: HistoryEntry) -> HistoryEntry:
+    raw: Any = entry.meta  # selected as text (HISTORY_COLUMNS)
+    return dataclasses.replace(entry, meta=decode(raw))
 
 
 def artefact_previews(
@@ -168,15 +170,27 @@ def _entry(row: Any, parse_chars: int) -> ArtefactEntry:
     )
 
 
-def artefact_text(session: Session, flow_id: int, artefact_id: int) -> Row[Any] | None:
-    """Return artefact ``artefact_id`` of ``flow_id`` with its payload as stored text."""
-    cols: Sequence[Any] = [
-        artefacts.c.id,
-        artefacts.c.flow_id,
-        artefacts.c.transition_id,
-        artefacts.c.name,
-        artefacts.c.created_at,
-        as_text(artefacts.c.payload),
-    ]
-    q = select(*cols).where(artefacts.c.id == artefact_id, artefacts.c.flow_id == flow_id)
-    return session.execute(q).first()
+def artefact(
+    session: Session, flow_id: int, artefact_id: int
+) -> tuple[ArtefactEntry, str | None] | None:
+    """Return artefact ``artefact_id`` of ``flow_id`` and its payload's stored text, or ``None``.
+
+    The entry's ``payload`` is ``None``: the page decides how much of the text to decode.
+    """
+    cols: Sequence[Any] = [c for c in artefacts.c if c.key != "payload"]
+    q = select(*cols, as_text(artefacts.c.payload)).where(
+        artefacts.c.id == artefact_id, artefacts.c.flow_id == flow_id
+    )
+    row = session.execute(q).first()
+    if row is None:
+        return None
+    m = row._mapping
+    entry = ArtefactEntry(
+        id=m["id"],
+        flow_id=m["flow_id"],
+        transition_id=m["transition_id"],
+        name=m["name"],
+        payload=None,
+        created_at=utc(m["created_at"]),
+    )
+    return entry, m["payload"]

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from ..diagrams import DiagramView, build_dot, diagram_view, render, to_mermaid
 from ..errors import FlowNotFoundError
-from ..records import ArtefactEntry, utc
+from ..records import ArtefactEntry
 from ..registry import find_flow_type
 from . import filters, present, queries, security, stored
 from .settings import Settings
@@ -204,19 +204,10 @@ def find_artefact(flow: Flow, artefact_id: int) -> tuple[ArtefactEntry, str | No
 
     :raises NotFound: ``flow`` has no such artefact.
     """
-    row = stored.artefact_text(session(), flow.id, artefact_id)
-    if row is None:
+    found = stored.artefact(session(), flow.id, artefact_id)
+    if found is None:
         abort(404, f"{flow.type_name} #{flow.id} has no artefact #{artefact_id}.")
-    m = row._mapping
-    entry = ArtefactEntry(
-        id=m["id"],
-        flow_id=m["flow_id"],
-        transition_id=m["transition_id"],
-        name=m["name"],
-        payload=None,
-        created_at=utc(m["created_at"]),
-    )
-    return entry, m["payload"]
+    return found
 
 
 def panel_context(
