@@ -351,3 +351,39 @@ def test_prune_refuses_bad_arguments_before_deleting(app: Any, db: SQLAlchemy) -
         prune_completed("yesterday")  # type: ignore[arg-type]
     assert count(db, flows) == 1
     assert prune_completed(datetime.now(UTC), flow_type="tests.BoundaryJob") == 1
+
+
+# -- the rule itself (no database) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, "é", None, True, False]},
+        ["\U0001f600", {"k": {"n": -(2**63)}}],
+        "",
+        {},
+        [],
+    ],
+)
+def test_json_size_is_the_compact_utf8_json_size(value: Any) -> None:
+    import json
+
+    from flowstate_web._values import json_size
+
+    expected = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    assert json_size(value, what="x") == expected
+
+
+def test_cut_and_clean_text() -> None:
+    from flowstate_web._values import clean_text, cut, text_problem
+
+    assert clean_text("a\x00b\ud800c\U0001f600") == "a\ufffdb\ufffdc\U0001f600"
+    assert text_problem("fine é \U0001f600") is None
+    assert text_problem("nul\x00") == "contains a NUL character"
+    assert text_problem("x\udc80") == "contains a lone surrogate (U+DC80) at index 1"
+    out = cut("x" * 100, 50)
+    assert len(out) == 50 and out.endswith("… [cut at 50 of 100 characters]")
+    tail = cut("a" * 50 + "END", 45, keep="end")
+    assert len(tail) == 45 and tail.endswith("END") and tail.startswith("… [cut at 45 of 53")
+    assert cut("short", 50) == "short"

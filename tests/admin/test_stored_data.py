@@ -402,3 +402,36 @@ def test_prop_search_skips_rows_sqlite_cannot_read_as_json(
         html = response.get_data(as_text=True)
         assert f'id="flow-{good}"' in html
         assert html.count('<tr id="flow-') == 1
+
+
+# -- the admin's rendering helpers (no database) -------------------------------------------
+
+
+def test_render_json_is_bounded_and_marks_what_it_cuts() -> None:
+    from flowstate_web.admin.present import render_json
+    from flowstate_web.admin.stored import decode
+
+    deep: Any = "bottom"
+    for _ in range(900):
+        deep = [deep]
+    shown = render_json(deep, max_depth=5)
+    assert not shown.truncated
+    assert "[… 1 items]" in shown.text and "bottom" not in shown.text
+    big = render_json({"data": "x" * 10_000_000}, budget=1000)
+    assert big.truncated and len(big.text) == 1000
+    odd = render_json({"k\ud800": ["\x00", float("nan"), float("inf")]}, indent=None)
+    assert odd.text == '{"k\ufffd": ["\ufffd", NaN, Infinity]}'
+    assert render_json(decode("{oops")).text.startswith("⚠ not valid JSON: {oops")
+    assert render_json(decode("[" * 5000 + "]" * 5000)).text.startswith(
+        "⚠ nested too deep to read: [[["
+    )
+
+
+def test_clip_and_props_summary() -> None:
+    from flowstate_web.admin.present import clip, props_summary
+
+    assert clip(None) == "" and clip("a\x00") == "a\ufffd"
+    assert clip("E" * 100_000, 60).endswith("… [cut at 60 of 100,000 characters]")
+    summary = props_summary({"ref": "r" * 10_000_000, "n": 1})
+    assert len(summary) == 90 and summary.endswith("…")
+    assert props_summary({"a\ud800": "\x00", "b": [1]}) == "a\ufffd=\ufffd, b=[1]"
