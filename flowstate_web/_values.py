@@ -99,14 +99,22 @@ def check_size(value: Any, max_bytes: int, *, what: str, record: bool = False) -
     ``record=True``: ``value`` is a dict of fields (a flow's props) whose own level does
     not count towards :data:`MAX_DEPTH`; each field's value may nest that deep.
     """
+    largest = ""
     if record and isinstance(value, dict):
         size = 1 + max(len(value), 1)
+        sizes: dict[str, int] = {}
         for key, item in value.items():
-            size += _string_size(str(key), what) + 3 + _walk(item, what, 0)
+            sizes[str(key)] = _walk(item, what, 0)
+            size += _string_size(str(key), what) + 3 + sizes[str(key)]
+        if sizes:
+            name = max(sizes, key=sizes.__getitem__)
+            largest = f"; the largest is {name!r} ({_kb(sizes[name])})"
     else:
         size = json_size(value, what=what)
     if size > max_bytes:
-        raise PayloadValidationError(f"{what} is too large: {_kb(size)} (limit {_kb(max_bytes)})")
+        raise PayloadValidationError(
+            f"{what} is too large: {_kb(size)} (limit {_kb(max_bytes)}){largest}"
+        )
 
 
 def check_text(value: Any, max_chars: int, *, what: str) -> str | None:
@@ -285,4 +293,4 @@ def _safe_repr(value: Any) -> str:
 
 
 def _kb(n: int) -> str:
-    return f"{n:,} bytes" if n < 10_000 else f"{n / 1024:,.0f} KiB"
+    return f"{n:,} bytes"

@@ -218,7 +218,11 @@ BAD_PROPS: list[tuple[str, dict[str, Any], str]] = [
     ("datetime", {"ref": "r", "data": {"at": datetime(2024, 1, 1)}}, "datetime value"),
     ("big_int", {"ref": "r", "n": 2**64}, "65-bit integer does not fit in 64 bits"),
     ("big_int_deep", {"ref": "r", "items": [-(2**63) - 1]}, "does not fit in 64 bits"),
-    ("too_large", {"ref": "r" * (MAX_PROPS_BYTES + 1)}, "tests.BoundaryJob: props is too large"),
+    (
+        "too_large",
+        {"ref": "r", "data": {"k": "v" * MAX_PROPS_BYTES}},
+        "props is too large: 262,188 bytes (limit 262,144 bytes); the largest is 'data' (262,152",
+    ),
 ]
 
 

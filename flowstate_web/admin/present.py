@@ -150,7 +150,7 @@ def pretty(value: Any, limit: int = PRETTY_LIMIT) -> str:
     """Return ``value`` as indented JSON (keys in stored order), cut with a note past ``limit``."""
     rendered = render_json(value, budget=limit)
     if rendered.truncated:
-        return rendered.text + f"\n… (cut at {size(limit)}; download the raw JSON for all)"
+        return rendered.text + f"\n… (cut at {size(limit)})"
     return rendered.text
 
 
