@@ -435,3 +435,18 @@ def test_clip_and_props_summary() -> None:
     summary = props_summary({"ref": "r" * 10_000_000, "n": 1})
     assert len(summary) == 90 and summary.endswith("…")
     assert props_summary({"a\ud800": "\x00", "b": [1]}) == "a\ufffd=\ufffd, b=[1]"
+
+
+def test_nul_in_text_columns(admin: Flask, web: FlaskClient, db: SQLAlchemy) -> None:
+    if db.engine.dialect.name == "postgresql":
+        # PostgreSQL's text cannot hold NUL at all: no page can meet it there.
+        with pytest.raises(DataError, match="NUL"):
+            insert_flow(db, '{"ref": "n"}', error_message="bad \x00 text")
+        db.session.rollback()
+        return
+    flow_id = insert_flow(db, '{"ref": "n"}', error_message="last \x00 error")
+    insert_history(db, flow_id, payload='{"a": 1}', big_text="who \x00 why")
+    found = check_pages(web, db, flow_id)
+    page = flow_page(found, flow_id)
+    assert "last \ufffd error" in page and "who \ufffd why" in page
+    assert "last \ufffd error" in found[f"{ADMIN}/types/{TYPE}"]
