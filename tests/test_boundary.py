@@ -391,3 +391,10 @@ def test_cut_and_clean_text() -> None:
     tail = cut("a" * 50 + "END", 45, keep="end")
     assert len(tail) == 45 and tail.endswith("END") and tail.startswith("… [cut at 45 of 53")
     assert cut("short", 50) == "short"
+
+
+def test_prune_command_reports_a_bad_type_as_a_usage_error(app: Any, runner: Any) -> None:
+    result = runner.invoke(args=["flowstate", "prune", "--days", "1", "--type", "bad\x00type"])
+    assert result.exit_code == 2
+    assert "Invalid value for --type" in result.output
+    assert "contains a NUL character" in result.output
