@@ -104,7 +104,7 @@ def render_json(
     left = [budget]
 
     def put(text: str) -> None:
-        if len(text) >= left[0]:
+        if len(text) > left[0]:
             out.append(text[: left[0]])
             left[0] = 0
             raise _Full

@@ -450,3 +450,12 @@ def test_nul_in_text_columns(admin: Flask, web: FlaskClient, db: SQLAlchemy) -> 
     page = flow_page(found, flow_id)
     assert "last \ufffd error" in page and "who \ufffd why" in page
     assert "last \ufffd error" in found[f"{ADMIN}/types/{TYPE}"]
+
+
+def test_render_json_exact_budget_is_not_cut() -> None:
+    from flowstate_web.admin.present import pretty, render_json
+
+    assert render_json([1, 2], budget=len("[\n  1,\n  2\n]")) == render_json([1, 2])
+    assert not render_json([1, 2], budget=len("[\n  1,\n  2\n]")).truncated
+    assert render_json([1, 2], budget=5).truncated
+    assert pretty({"a": "b" * 100}, 20).endswith("… (cut at 20 B)")
