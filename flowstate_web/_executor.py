@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import inspect
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,8 @@ from sqlalchemy.orm import Session
 from . import _fastpath, _values
 from ._props import check_props, merged_props
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
+from ._values import MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE
+from ._values import MAX_TRACEBACK as MAX_TRACEBACK
 from .errors import (
     ConcurrentTransitionError,
     FlowNotFoundError,
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 FlowT = TypeVar("FlowT", bound="Flow")
 T = TypeVar("T")
 
-#: Bounds on what an error state records, so one huge exception cannot bloat the history.
-MAX_ERROR_MESSAGE = 2000
-MAX_TRACEBACK = 8000
 #: The name and kind of the history row ``flow.save()`` writes (``save`` is reserved by
 #: ``Flow``, so no transition can be called that).
 SAVE_NAME: Final = "save"
@@ -141,6 +139,7 @@ def execute(
     """
     sess = resolve_session(flow._session)
     cls = type(flow)
+    _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
     error = info.error
     if error is IMPLICIT:
         error = implicit_error() if t.target in cls.error_states else None
@@ -165,6 +164,7 @@ def execute(
                 value,
                 cls.artefact_fields[t.persists].runtime_type,
                 what=f"{cls.type_name} #{flow.id}: artefact {t.persists!r} of {t.name!r}",
+                max_bytes=_values.MAX_ARTEFACT_BYTES,
             )
         elif value is not None:
             raise PayloadValidationError(
@@ -305,6 +305,21 @@ def _insert_history(
         ) from exc
 
 
+def _check_info(info: RunInfo, where: str) -> None:
+    """Refuse an actor, reason or meta the engine cannot store, naming the field."""
+    _values.check_text(info.actor, _values.MAX_ACTOR, what=f"{where}: actor")
+    _values.check_text(info.reason, _values.MAX_REASON, what=f"{where}: reason")
+    _values.check_meta(info.meta, what=f"{where}: meta")
+    if (
+        info.error is not None
+        and info.error is not IMPLICIT
+        and not isinstance(info.error, BaseException)
+    ):
+        raise PayloadValidationError(
+            f"{where}: error must be an exception, got {type(info.error).__name__}"
+        )
+
+
 def _write(
     sess: Session,
     db: _fastpath.Statements,
@@ -323,9 +338,8 @@ def _write(
     entering_error = target in cls.error_states
     err_type = err_msg = err_tb = None
     if entering_error and error is not None:
-        err_type = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
-        err_msg = str(error)[:MAX_ERROR_MESSAGE]
-        err_tb = "".join(traceback.format_exception(error))[-MAX_TRACEBACK:]
+        # Repaired, never refused: recording a failure must not fail on the failure's text.
+        err_type, err_msg, err_tb = _values.describe_error(error)
     history: dict[str, Any] = {
         "flow_id": flow.id,
         "seq": seq,
@@ -435,8 +449,16 @@ def prune_completed(
 ) -> int:
     """Delete flows completed before ``older_than`` in batches, one transaction each.
 
-    Returns how many flows were deleted.
+    Returns how many flows were deleted. Raises :class:`PayloadValidationError` for a
+    ``flow_type`` no flow can have (not a storable string of at most 200 characters) and
+    :class:`ValueError` for an ``older_than`` that is not a datetime or a ``batch_size``
+    below 1, before anything is deleted.
     """
+    if not isinstance(older_than, datetime):
+        raise ValueError(f"prune: older_than must be a datetime, got {type(older_than).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"prune: batch_size must be an integer >= 1, got {batch_size!r}")
+    _values.check_text(flow_type, 200, what="prune: flow_type")
     sess = resolve_session(session)
     total = 0
     while True:

@@ -59,6 +59,8 @@ def check_props(
         if any(message.startswith("unknown") for _, message in problems):
             text += f" (declared props: {', '.join(fields) or 'none'})"
         raise PayloadValidationError(f"{where}: {text}", problems)
+    if not partial:
+        _values.check_size(clean, _values.MAX_PROPS_BYTES, what=f"{where}: props", record=True)
     return clean
 
 
@@ -84,7 +86,10 @@ def merged_props(flow: Flow) -> tuple[dict[str, Any], dict[str, Any] | None]:
             entry[key], used = _bounded(value, budget)
             budget -= used
         changes[name] = entry
-    return {**stored, **changed}, changes
+    merged = {**stored, **changed}
+    where = f"{flow.type_name} #{flow.id}: props"
+    _values.check_size(merged, _values.MAX_PROPS_BYTES, what=where, record=True)
+    return merged, changes
 
 
 def _bounded(value: Any, budget: int) -> tuple[Any, int]:

@@ -9,6 +9,7 @@ from flask.cli import with_appcontext
 
 from . import counters
 from ._executor import now, prune_completed
+from .errors import PayloadValidationError
 from .registry import flow_types
 
 
@@ -33,7 +34,12 @@ def types_command() -> None:
 @with_appcontext
 def prune_command(days: float, flow_type: str | None, batch_size: int) -> None:
     """Delete flows completed more than --days ago, in batches."""
-    n = prune_completed(now() - timedelta(days=days), flow_type=flow_type, batch_size=batch_size)
+    try:
+        n = prune_completed(
+            now() - timedelta(days=days), flow_type=flow_type, batch_size=batch_size
+        )
+    except PayloadValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--type") from None
     click.echo(f"pruned {n} completed flow(s)")
 
 

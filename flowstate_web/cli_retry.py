@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .admin import queries
+from .admin.stored import to_flow
 from .cli_ops import MAX_LIMIT, emit, flow_type_option, parse_filter, say, session
 from .errors import (
     CallbackError,
@@ -205,7 +206,7 @@ def _bulk(
                     # alone, the batch goes on.
                     savepoint = sess.begin_nested()
                     outcome = retry_flow(
-                        cls(row),
+                        to_flow(cls, row),
                         via,
                         actor=actor,
                         reason=reason,

@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 from werkzeug.wrappers import Response
 
+from .._values import text_problem
 from ..errors import (
     CallbackError,
     FlowNotFoundError,
@@ -38,13 +39,14 @@ WIDGETS: Final = ("panel", "row")
 def reason_field() -> str | None:
     """Return the optional reason of an action (``None`` when blank).
 
-    :raises BadRequest: longer than :data:`MAX_REASON` characters.
+    :raises BadRequest: longer than :data:`MAX_REASON` characters, or not storable (NUL).
     """
     reason = request.form.get("reason", "").strip()
     if len(reason) > MAX_REASON:
         raise BadRequest(f"reason: at most {MAX_REASON} characters")
-    if "\x00" in reason:
-        raise BadRequest("reason: NUL characters are not allowed")
+    problem = text_problem(reason)
+    if problem is not None:
+        raise BadRequest(f"reason: {problem}; remove it and try again")
     return reason or None
 
 

@@ -24,7 +24,7 @@ from werkzeug.exceptions import BadRequest
 
 from .._tx import caller_owns
 from ..errors import CallbackError, FlowNotFoundError, GuardFailedError, InvalidTransitionError
-from . import queries
+from . import queries, stored
 from .filters import ListFilter
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ def run(
                     session, cls.type_name, f, progress.last_id, batch_size
                 )
                 for row in rows:
-                    _retry_one(session, cls(row), chosen, actor, reason, progress)
+                    flow = stored.to_flow(cls, row)
+                    _retry_one(session, flow, chosen, actor, reason, progress)
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")

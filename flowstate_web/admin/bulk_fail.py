@@ -19,7 +19,7 @@ from werkzeug.exceptions import BadRequest
 from .. import timeouts
 from .._tx import caller_owns
 from ..errors import CallbackError, FlowNotFoundError, GuardFailedError, InvalidTransitionError
-from . import queries
+from . import queries, stored
 from .bulk import Progress
 from .filters import ListFilter
 
@@ -74,7 +74,7 @@ def run(
                     session, cls.type_name, f, progress.last_id, batch_size
                 )
                 for row in rows:
-                    _fail_one(session, cls(row), chosen, actor, reason, progress)
+                    _fail_one(session, stored.to_flow(cls, row), chosen, actor, reason, progress)
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import timeouts
+from .._values import clean_text, cut
 from ..graph import FlowGraph, TransitionSpec
 from ..records import ArtefactEntry, HistoryEntry, utc
 from ..registry import find_flow_type, flow_types
 from .queries import Matching, OldestErrored, StateCount
-
-if TYPE_CHECKING:
-    from ..flow import Flow
+from .stored import Decoded, StoredText, Unreadable, decode
 
 if TYPE_CHECKING:
     from ..flow import Flow
@@ -55,19 +54,119 @@ def iso(value: datetime | None) -> str:
 
 def props_summary(props: Mapping[str, Any] | None, limit: int = 90) -> str:
     """Return ``k=v, k=v`` of ``props``, cut at ``limit`` characters."""
-    text = ", ".join(f"{k}={_scalar(v)}" for k, v in (props or {}).items())
+    parts: list[str] = []
+    used = 0
+    for k, v in (props or {}).items():
+        part = f"{clean_text(str(k)[:limit])}={_scalar(v, limit)}"
+        parts.append(part)
+        used += len(part) + 2
+        if used > limit:
+            break
+    text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: Any, limit: int) -> str:
     if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+        return clean_text(value[: limit + 1])
+    return render_json(value, budget=limit + 1, indent=None).text
 
 
-def pretty(value: Any) -> str:
-    """Return ``value`` as indented JSON (keys in stored order)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+#: Lists/dicts shown deeper than this are cut with a marker (``[… 3 items]``).
+DISPLAY_DEPTH: Final = 24
+#: The pretty-printed part of a full page (the artefact page, a prop) is cut here.
+PRETTY_LIMIT: Final = 256 * 1024
+
+
+class _Full(Exception):
+    """The output budget of :func:`render_json` is spent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """JSON text for a page: at most a budget of characters, and whether it was cut."""
+
+    text: str
+    truncated: bool
+
+
+def render_json(
+    value: Any,
+    *,
+    budget: int = PRETTY_LIMIT,
+    indent: int | None = 2,
+    max_depth: int = DISPLAY_DEPTH,
+) -> Rendered:
+    """Return ``value`` as JSON text of at most ``budget`` characters, safe for any page.
+
+    Stops writing when the budget is spent (a 10 MB value costs what is shown, not 10 MB),
+    cuts lists/dicts deeper than ``max_depth`` with a ``[… N items]`` marker, replaces NUL
+    and lone surrogates, writes NaN/Infinity as Python's json does, and shows
+    :class:`~flowstate_web.admin.stored.Unreadable` values as their marker text.
+    """
+    out: list[str] = []
+    left = [budget]
+
+    def put(text: str) -> None:
+        if len(text) > left[0]:
+            out.append(text[: left[0]])
+            left[0] = 0
+            raise _Full
+        out.append(text)
+        left[0] -= len(text)
+
+    def emit(v: Any, depth: int) -> None:
+        if isinstance(v, str):
+            put(json.dumps(clean_text(v[: left[0] + 1]), ensure_ascii=False))
+        elif v is None or isinstance(v, bool | int | float):
+            put(json.dumps(v))
+        elif isinstance(v, dict | list):
+            is_dict = isinstance(v, dict)
+            open_, close = ("{", "}") if is_dict else ("[", "]")
+            if not v:
+                put(open_ + close)
+                return
+            if depth >= max_depth:
+                put(f"{open_}… {len(v)} {'keys' if is_dict else 'items'}{close}")
+                return
+            pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
+            sep = "," if indent is not None else ", "
+            put(open_)
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for i, (key, item) in enumerate(items):
+                put((sep if i else "") + pad)
+                if is_dict:
+                    put(json.dumps(clean_text(str(key)[: left[0] + 1]), ensure_ascii=False))
+                    put(": ")
+                emit(item, depth + 1)
+            put(("" if indent is None else "\n" + " " * (indent * depth)) + close)
+        else:
+            put(clean_text(str(v)))
+
+    try:
+        emit(value, 0)
+    except _Full:
+        return Rendered("".join(out), truncated=True)
+    return Rendered("".join(out), truncated=False)
+
+
+def pretty(value: Any, limit: int = PRETTY_LIMIT) -> str:
+    """Return ``value`` as indented JSON (keys in stored order), cut with a note past ``limit``."""
+    rendered = render_json(value, budget=limit)
+    if rendered.truncated:
+        return rendered.text + f"\n… (cut at {size(limit)})"
+    return rendered.text
+
+
+def clip(text: str | None, limit: int = 4000) -> str:
+    """Return stored text for a page: NUL/lone surrogates replaced, cut at ``limit`` chars."""
+    if not text:
+        return ""
+    if len(text) <= limit:
+        return clean_text(text)
+    # Only the part shown is cleaned (a 10 MB value costs what is shown); the marker is
+    # the same as the engine's (``_values.cut``).
+    return cut(clean_text(text[:limit]), limit, total=len(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +179,59 @@ class Preview:
 
 
 def preview(value: Any, limit: int) -> Preview:
-    """Return the first ``limit`` bytes (UTF-8) of ``value``'s pretty JSON."""
-    text = pretty(value)
-    data = text.encode()
-    if len(data) <= limit:
-        return Preview(text=text, size=len(data), truncated=False)
-    return Preview(text=data[:limit].decode(errors="ignore"), size=len(data), truncated=True)
+    """Return the first ``limit`` characters of ``value``'s pretty JSON (about that many bytes).
+
+    ``value`` may be what :func:`~flowstate_web.admin.stored.artefact_previews` reads: a
+    ``Decoded`` value (its size is then the stored text's) or a ``StoredText`` (a payload too
+    large to decode for a preview, shown from the start of its stored text).
+    """
+    if isinstance(value, StoredText):
+        return Preview(text=clean_text(value.head[:limit]), size=value.length, truncated=True)
+    stored_size = value.length if isinstance(value, Decoded) else None
+    if isinstance(value, Decoded):
+        value = value.value
+    rendered = render_json(value, budget=limit + 1)
+    n = stored_size if stored_size is not None else len(rendered.text)
+    if not rendered.truncated and len(rendered.text) <= limit:
+        return Preview(text=rendered.text, size=n, truncated=False)
+    return Preview(text=rendered.text[:limit], size=max(n, limit), truncated=True)
+
+
+#: Artefacts whose stored text is longer than this are shown from their text, not decoded.
+ARTEFACT_PARSE_CHARS: Final = 32 * 1024 * 1024
+
+
+def artefact_page(raw: str | None, limit: int = PRETTY_LIMIT) -> dict[str, Any]:
+    """Return what ``artefact.html`` shows of a payload's stored text: at most ``limit`` chars.
+
+    Keys: ``json_text`` (pretty-printed, or the stored text if it cannot be decoded),
+    ``truncated``, ``stored_size`` (bytes), ``limit``, ``problem`` (why it is shown raw).
+    """
+    raw = "null" if raw is None else raw
+    problem: str | None = None
+    value: Any = decode(raw) if len(raw) <= ARTEFACT_PARSE_CHARS else None
+    if len(raw) > ARTEFACT_PARSE_CHARS:
+        problem = "too large to pretty-print"
+    elif isinstance(value, Unreadable):
+        problem = value.why
+    if problem is None:
+        rendered = render_json(value, budget=limit)
+        text, truncated = rendered.text, rendered.truncated
+    else:
+        text, truncated = clean_text(raw[:limit]), len(raw) > limit
+    return {
+        "json_text": text,
+        "truncated": truncated,
+        "stored_size": len(raw.encode(errors="replace")),
+        "limit": limit,
+        "problem": problem,
+    }
+
+
+def chunks(text: str, size: int = 64 * 1024) -> Iterator[bytes]:
+    """Yield ``text`` as UTF-8 in pieces of ``size`` characters (a streamed response body)."""
+    for start in range(0, len(text), size):
+        yield text[start : start + size].encode(errors="replace")
 
 
 def size(n: int) -> str:
@@ -172,14 +318,16 @@ def traversed(history: Sequence[HistoryEntry]) -> dict[tuple[str, str, str], int
     return counts
 
 
-def traceback_excerpt(text: str | None, lines: int = 40) -> str:
-    """Return the last ``lines`` lines of a traceback (the end is where it failed)."""
+def traceback_excerpt(text: str | None, lines: int = 40, limit: int = 16_000) -> str:
+    """Return the last ``lines`` lines of a traceback (the end is where it failed), bounded."""
     if not text:
         return ""
-    parts = text.rstrip().splitlines()
-    if len(parts) <= lines:
-        return "\n".join(parts)
-    return "\n".join(["…", *parts[-lines:]])
+    total = len(text)
+    parts = clean_text(text[-limit:]).rstrip().splitlines()
+    if len(parts) > lines:
+        parts = ["…", *parts[-lines:]]
+    joined = "\n".join(parts)
+    return cut(joined, limit, keep="end", total=max(total, len(joined)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, and_, cast, false, func, literal, not_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -24,6 +36,7 @@ from ..models import state_counts as state_counts_table
 from ..records import utc
 from ..registry import find_flow_type
 from .filters import ListFilter, PropSearch
+from .stored import FLOW_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +238,15 @@ def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
         typed = element.as_integer()
     else:
         typed = element.as_float()
-    return typed == prop.value
+    # SQLite's JSON functions raise on malformed text (a row written before the boundary,
+    # or NaN): such a row simply does not match instead of failing the page.
+    return case((func.json_valid(flows.c.props) == 1, typed), else_=None) == prop.value
 
 
 def list_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:
     """Return one page of flows matching ``f``, by keyset on the id (never OFFSET)."""
-    q = select(flows).where(and_(*conditions(session, type_name, f))).limit(size + 1)
+    # Props as stored text (decoded by the page): a row the driver cannot decode stays listed.
+    q = select(*FLOW_COLUMNS).where(and_(*conditions(session, type_name, f))).limit(size + 1)
     if f.after is not None:
         rows = list(session.execute(q.where(flows.c.id > f.after).order_by(flows.c.id.asc())))
         more_newer = len(rows) > size
@@ -284,9 +300,12 @@ def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[st
 def errored_batch(
     session: Session, type_name: str, f: ListFilter, after_id: int, size: int
 ) -> list[Row[Any]]:
-    """Return the next ``size`` errored flows matching ``f`` with an id above ``after_id``."""
+    """Return the next ``size`` errored flows matching ``f`` with an id above ``after_id``.
+
+    Their props are stored text: build flows with :func:`.stored.to_flow`.
+    """
     q = (
-        select(flows)
+        select(*FLOW_COLUMNS)  # props as text: one unreadable row must not stop the batch
         .where(*conditions(session, type_name, f.for_bulk()), flows.c.id > after_id)
         .order_by(flows.c.id)
         .limit(size)
@@ -389,7 +408,7 @@ def _stalled_rows(
     for spec in cls.graph().timed_states:
         if spec.timeout is None or (f.states and spec.name not in f.states):
             continue
-        q = select(flows).where(
+        q = select(*FLOW_COLUMNS).where(
             *rest,
             flows.c.state == spec.name,
             flows.c.state_entered_at < moment - spec.timeout,

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flask import Blueprint, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import secure_filename
@@ -16,10 +15,9 @@ from werkzeug.wrappers import Response
 
 from ..diagrams import DiagramView, build_dot, diagram_view, render, to_mermaid
 from ..errors import FlowNotFoundError
-from ..models import artefacts
 from ..records import ArtefactEntry
 from ..registry import find_flow_type
-from . import filters, present, queries, security
+from . import filters, present, queries, security, stored
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -64,10 +62,10 @@ def load_flow(cls: type[Flow], raw_id: str) -> Flow:
     flow_id = filters.parse_flow_id(raw_id)
     if flow_id is None:
         raise NotFound(f"{raw_id[:40]!r} is not a flow id.")
-    try:
-        return cls.get(flow_id)
-    except FlowNotFoundError as exc:
-        raise NotFound(f"{exc}.") from None
+    flow = stored.load_flow(session(), cls, flow_id)  # JSON read defensively
+    if flow is None:
+        raise NotFound(f"{FlowNotFoundError(cls.type_name, flow_id)}.")
+    return flow
 
 
 def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int], bool]:
@@ -129,7 +127,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "graph": cls.graph(),
             "f": f,
             "page": page,
-            "flows": [cls(row) for row in page.rows],
+            "flows": [stored.to_flow(cls, row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
             "stalled_counts": stalled,
@@ -198,28 +196,32 @@ def register(bp: Blueprint, settings: Settings) -> None:
     @bp.get(f"/types/<type_name>/<flow_id>/artefacts/{ARTEFACT_ID}")
     def artefact(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
         flow = load_flow(flow_type_or_404(type_name), flow_id)
-        entry = find_artefact(flow, artefact_id)
-        return render_template("flowstate/artefact.html", flow=flow, artefact=entry)
+        entry, raw = find_artefact(flow, artefact_id)
+        return render_template(
+            "flowstate/artefact.html", flow=flow, artefact=entry, **present.artefact_page(raw)
+        )
 
     @bp.get(f"/types/<type_name>/<flow_id>/artefacts/{ARTEFACT_ID}.json")
     def artefact_json(type_name: str, flow_id: str, artefact_id: int) -> ResponseReturnValue:
         flow = load_flow(flow_type_or_404(type_name), flow_id)
-        entry = find_artefact(flow, artefact_id)
-        return Response(present.pretty(entry.payload), mimetype="application/json")
+        entry, raw = find_artefact(flow, artefact_id)
+        # The stored text as is, in chunks: a 10 MB payload is never formatted or copied.
+        response = Response(present.chunks(raw or "null"), mimetype="application/json")
+        name = f"{flow.type_name}-{flow.id}-{entry.name}-{entry.id}.json"
+        filename = secure_filename(name) or f"artefact-{entry.id}.json"
+        response.headers.set("Content-Disposition", "attachment", filename=filename)
+        return response
 
 
-def find_artefact(flow: Flow, artefact_id: int) -> ArtefactEntry:
-    """Return artefact ``artefact_id`` of ``flow`` or abort with 404."""
-    row = (
-        session()
-        .execute(
-            select(artefacts).where(artefacts.c.id == artefact_id, artefacts.c.flow_id == flow.id)
-        )
-        .first()
-    )
-    if row is None:
+def find_artefact(flow: Flow, artefact_id: int) -> tuple[ArtefactEntry, str | None]:
+    """Return artefact ``artefact_id`` of ``flow`` (payload ``None``) and its stored text.
+
+    :raises NotFound: ``flow`` has no such artefact.
+    """
+    found = stored.artefact(session(), flow.id, artefact_id)
+    if found is None:
         abort(404, f"{flow.type_name} #{flow.id} has no artefact #{artefact_id}.")
-    return ArtefactEntry.from_row(row)
+    return found
 
 
 def panel_context(
@@ -231,7 +233,7 @@ def panel_context(
     level: str = "info",
 ) -> dict[str, Any]:
     """Return what ``_flow_panel.html`` needs for ``flow`` (three queries, any history size)."""
-    history = flow.history()
+    history = stored.history(session(), flow.id)
     graph = flow.graph()
     diagram = diagram_view(
         graph,
@@ -248,7 +250,7 @@ def panel_context(
     return {
         "flow": flow,
         "graph": graph,
-        "steps": present.timeline(history, flow.artefacts()),
+        "steps": present.timeline(history, stored.artefact_previews(session(), flow.id)),
         "failure": failure,
         "stall": present.stall(flow, history),
         "blocked": present.retry_blockers(flow),
