@@ -327,6 +327,7 @@ def _build_graph(cls: type[Flow]) -> FlowGraph:
                 after=t.after_names,
                 retry=t.retry,
                 doc=t.doc,
+                enqueue=t.enqueue,
             )
             for n, t in cls.transition_fields.items()
         ),

@@ -32,6 +32,8 @@ class TransitionSpec:
     after: tuple[str, ...] = ()
     retry: bool = False
     doc: str | None = None
+    #: Jobs handed to the queue through the outbox when this transition commits.
+    enqueue: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,11 @@ class FlowGraph:
         """Return the retry transitions that leave ``state``."""
         return tuple(t for t in self.transitions if t.retry and state in t.sources)
 
+    def handoff_into(self, state: str) -> tuple[str, ...]:
+        """Return the jobs that the transitions into ``state`` hand to the queue (no repeats)."""
+        jobs = (j for t in self.transitions if t.target == state for j in t.enqueue)
+        return tuple(dict.fromkeys(jobs))
+
     def dead_ends(self) -> tuple[str, ...]:
         """Return states with no way out that are not final (likely modelling mistakes)."""
         leaving = {s for t in self.transitions for s in t.sources}
@@ -124,6 +131,8 @@ class FlowGraph:
                     "persists": t.persists,
                     "after": list(t.after),
                     "retry": t.retry,
+                    # Only when set, so graphs without hand-offs keep their content hash.
+                    **({"enqueue": list(t.enqueue)} if t.enqueue else {}),
                 }
                 for t in self.transitions
             ],

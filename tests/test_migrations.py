@@ -17,6 +17,7 @@ FLOWSTATE_TABLES = {
     "flowstate_transitions",
     "flowstate_artefacts",
     "flowstate_state_counts",
+    "flowstate_outbox",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,7 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
     flask_db(url, tmp_path, "upgrade")
     assert tables(url) >= FLOWSTATE_TABLES
-    assert revision(url) == "0004_props_index"
+    assert revision(url) == "0006_outbox"
     check = flask_db(url, tmp_path, "check")
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
@@ -82,5 +83,5 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
 def test_the_cli_uses_the_shipped_migrations_directory(url: str, tmp_path: Path) -> None:
     heads = flask_db(url, tmp_path, "heads")
-    assert "0004_props_index (head)" in heads.stdout
+    assert "0006_outbox (head)" in heads.stdout
     assert not (tmp_path / "migrations").exists()  # nothing looked for ./migrations
