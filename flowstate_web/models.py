@@ -182,10 +182,12 @@ class OutboxRow(Base):
     )
     #: The flow's type, so per-type counts of unsent rows need no join.
     flow_type: Mapped[str] = mapped_column(String(200))
-    #: The history row whose transition wrote it (``None`` for an operator's re-dispatch).
+    #: The history row of the transition that asked for the job (a re-dispatch repeats it).
     transition_id: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("flowstate_transitions.id", ondelete="CASCADE")
     )
+    #: ``transition`` (written by the transition) or ``redispatch`` (an operator's re-send).
+    kind: Mapped[str] = mapped_column(String(20), default="transition")
     job: Mapped[str] = mapped_column(String(200))
     args: Mapped[dict[str, Any]] = mapped_column(JSONDocument(), default=dict)
     #: Stable across re-sends: the job receives it and can use it to be idempotent.

@@ -25,6 +25,7 @@ def upgrade():
         sa.Column("flow_id", IdType, nullable=False),
         sa.Column("flow_type", sa.String(length=200), nullable=False),
         sa.Column("transition_id", IdType, nullable=True),
+        sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("job", sa.String(length=200), nullable=False),
         sa.Column("args", sa.JSON(), nullable=False),
         sa.Column("dispatch_id", sa.String(length=64), nullable=False),
