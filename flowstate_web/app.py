@@ -100,6 +100,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrations = str(_migrations_dir())
     Migrate(app, db, directory=migrations)
     _import_flow_modules(app)
+    if app.config["FLOWSTATE_DEMO"]:
+        from .demo.tasks import install
+
+        install(app)  # the demo flows hand their jobs off to the demo's huey queue
     if app.config["FLOWSTATE_AUTO_MIGRATE"]:
         with app.app_context(), _keep_loggers(), warnings.catch_warnings():
             # The shipped env.py tries Flask-SQLAlchemy 2's get_engine() first.

@@ -176,6 +176,27 @@ def _send_committed(bind: Any, queue: Queue, dispatch_ids: list[str]) -> None:
         log.exception("outbox: could not send %s now; the relay will", ", ".join(dispatch_ids))
 
 
+def handoff(flow: Flow, job: str, /, **args: Any) -> str:
+    """Hand ``job`` off for ``flow`` outside a transition (e.g. right after ``create``).
+
+    The row is written in your transaction if you began one (so ``create`` and the hand-off
+    commit together), else in its own; returns its dispatch id.
+    """
+    from ._executor import _own, now
+
+    sess = resolve_session(flow._session)
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadValidationError(f"handoff({job!r}): args are not JSON: {exc}") from None
+    return _own(
+        sess,
+        lambda: _insert(
+            sess, flow, None, [(job, args)], now(), kind="handoff", actor=None, reason=None
+        )[0],
+    )
+
+
 # -- sending ---------------------------------------------------------------------------------
 
 

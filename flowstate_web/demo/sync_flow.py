@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from flowstate_web import Artefact, Flow, Prop, State, transition
-from flowstate_web.demo import jobs
 
 
 class SyncThirdPartyApiFlow(Flow):
@@ -29,9 +28,9 @@ class SyncThirdPartyApiFlow(Flow):
 
     third_party_api_response = Artefact(dict[str, Any])
 
-    @transition(source=pending, target=picked, after="enqueue_fetch")
+    @transition(source=pending, target=picked, enqueue="fetch_third_party")
     def pick(self) -> None:
-        """Claim the flow and enqueue the fetch job."""
+        """Claim the flow and hand the fetch job to the queue."""
 
     @transition(source=picked, target=fetching_third_party_api)
     def start_third_party_api_request(self) -> None:
@@ -41,10 +40,10 @@ class SyncThirdPartyApiFlow(Flow):
         source=fetching_third_party_api,
         target=fetched_third_party_api,
         persists=third_party_api_response,
-        after="enqueue_save",
+        enqueue="save_local_record",
     )
     def finish_third_party_api_request(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Store the API's response as an artefact and enqueue the save job."""
+        """Store the API's response as an artefact and hand the save job to the queue."""
         return result
 
     @transition(source=fetching_third_party_api, target=failed_to_fetch_third_party_api)
@@ -52,10 +51,13 @@ class SyncThirdPartyApiFlow(Flow):
         """Record that the API call failed (call it from ``except``: the error is kept)."""
 
     @transition(
-        source=failed_to_fetch_third_party_api, target=picked, retry=True, after="enqueue_fetch"
+        source=failed_to_fetch_third_party_api,
+        target=picked,
+        retry=True,
+        enqueue="fetch_third_party",
     )
     def retry_fetch(self) -> None:
-        """Operator's retry: go back to picked and enqueue the fetch again."""
+        """Operator's retry: go back to picked and hand the fetch job off again."""
 
     @transition(
         source=fetched_third_party_api,
@@ -77,10 +79,10 @@ class SyncThirdPartyApiFlow(Flow):
         source=failed_to_save_my_record,
         target=fetched_third_party_api,
         retry=True,
-        after="enqueue_save",
+        enqueue="save_local_record",
     )
     def retry_save(self) -> None:
-        """Operator's retry: enqueue the save job again (the response is kept)."""
+        """Operator's retry: hand the save job off again (the response is kept)."""
 
     @transition(source=saved_my_record, target=completed)
     def complete(self) -> None:
@@ -88,9 +90,3 @@ class SyncThirdPartyApiFlow(Flow):
 
     def has_response(self) -> bool:
         return self.third_party_api_response.exists()
-
-    def enqueue_fetch(self) -> None:
-        jobs.enqueue("fetch_third_party", self.id)
-
-    def enqueue_save(self) -> None:
-        jobs.enqueue("save_local_record", self.id)
