@@ -29,6 +29,11 @@ class _OneLineApiErrors(logging.Filter):
         return True
 
 
+def quiet_api_errors() -> None:
+    """Log the simulated API's failures in one line in this process (a demo worker)."""
+    logging.getLogger("huey").addFilter(_OneLineApiErrors())
+
+
 class DemoRunner:
     """Seed the database, start an in-process huey consumer and the trickle; stop them again.
 
@@ -40,8 +45,11 @@ class DemoRunner:
     seconds, default 3; 0 turns it off), ``FLOWSTATE_DEMO_WORKERS`` (default 2).
     """
 
-    def __init__(self, app: Flask, queue: DemoQueue | None = None) -> None:
+    def __init__(
+        self, app: Flask, queue: DemoQueue | None = None, *, consumer: bool = True
+    ) -> None:
         self.app = app
+        self.consumer = consumer
         self.queue = queue if queue is not None else install(app)
         self._stop = threading.Event()
         self._trickle: threading.Thread | None = None
@@ -57,7 +65,8 @@ class DemoRunner:
                 made = seed(per_state, rng=self._rng)
                 log.info("demo: seeded %d flows", sum(made.values()))
         logging.getLogger("huey").addFilter(self._quiet)
-        self.queue.start(workers=int(cfg.get("FLOWSTATE_DEMO_WORKERS", 2)))
+        if self.consumer:
+            self.queue.start(workers=int(cfg.get("FLOWSTATE_DEMO_WORKERS", 2)))
         interval = float(cfg.get("FLOWSTATE_DEMO_TRICKLE_SECONDS", 3))
         if interval > 0:
             self._stop.clear()

@@ -191,11 +191,13 @@ def install(app: Flask) -> DemoQueue:
 def make_huey(config: Mapping[str, Any], instance_path: str) -> Huey:
     """Return a ``RedisHuey`` if ``FLOWSTATE_DEMO_REDIS_URL`` is set, else a ``SqliteHuey``.
 
-    The SQLite queue lives in ``FLOWSTATE_DEMO_QUEUE_PATH`` (default: the instance folder).
+    The SQLite queue lives in ``FLOWSTATE_DEMO_QUEUE_PATH`` (default: the instance folder);
+    on Redis, ``FLOWSTATE_DEMO_QUEUE_NAME`` (default ``flowstate-demo``) names its keys.
     """
     url = config.get("FLOWSTATE_DEMO_REDIS_URL")
     if url:
-        return RedisHuey("flowstate-demo", url=url, results=False)
+        name = str(config.get("FLOWSTATE_DEMO_QUEUE_NAME") or "flowstate-demo")
+        return RedisHuey(name, url=url, results=False)
     path = config.get("FLOWSTATE_DEMO_QUEUE_PATH") or os.path.join(instance_path, "demo-queue.db")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return SqliteHuey("flowstate-demo", filename=path, results=False)
