@@ -469,8 +469,11 @@ def _entering_jobs(
     return [(name, {}) for name in (spec.enqueue if spec else ())]
 
 
-def can_redispatch(flow: Flow) -> bool:
-    """Return whether :func:`redispatch` has something to send for ``flow`` now."""
+def can_redispatch(flow: Flow, entries: Sequence[HandoffEntry] | None = None) -> bool:
+    """Return whether :func:`redispatch` has something to send for ``flow`` now.
+
+    ``entries`` (from :func:`pending_handoffs`) saves a query when the caller has them.
+    """
     if flow.state in type(flow).final_states or flow.seq == 0:
         return False
     sess = resolve_session(flow._session)
@@ -479,4 +482,11 @@ def can_redispatch(flow: Flow) -> bool:
             transitions.c.flow_id == flow.id, transitions.c.seq == flow.seq
         )
     ).first()
-    return bool(_entering_jobs(sess, type(flow), entered))
+    if entered is None:
+        return False
+    if entries is None:
+        return bool(_entering_jobs(sess, type(flow), entered))
+    if any(e.transition_id == entered.id and e.kind == "transition" for e in entries):
+        return True
+    spec = type(flow).graph().transition(entered.name)
+    return bool(spec and spec.enqueue)

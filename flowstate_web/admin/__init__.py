@@ -15,7 +15,7 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from werkzeug.wrappers import Response
 
 from .._resources import shipped_blueprint
-from . import actions, present, security, views
+from . import actions, handoffs, present, security, views
 from .settings import Settings
 
 __all__ = ["Settings", "create_blueprint"]
@@ -88,4 +88,5 @@ def create_blueprint(settings: Settings) -> Blueprint:
 
     views.register(bp, settings)
     actions.register(bp, settings)
+    handoffs.register(bp, settings)
     return bp
