@@ -412,6 +412,8 @@ def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> l
     flow page. They get new dispatch ids: the job's own start transition is what makes a
     duplicate harmless. Runs as its own transaction unless the caller began one.
 
+    In the initial state, what code handed off with :func:`handoff` is sent again.
+
     :raises FlowStateError: the flow is final, or its state was entered without a hand-off.
     """
     from . import _fastpath
@@ -436,16 +438,15 @@ def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> l
                 transitions.c.flow_id == flow.id, transitions.c.seq == flow.seq
             )
         ).first()
-        jobs = _entering_jobs(sess, cls, entered)
-        if entered is None or not jobs:
+        jobs = _entering_jobs(sess, cls, entered, flow.id)
+        if not jobs:
             how = "was its initial state" if entered is None else f"was entered by {entered.name!r}"
             raise FlowStateError(
                 f"{cls.type_name} #{flow.id}: nothing to re-dispatch: {flow.state!r} {how},"
                 " which hands no job to the queue"
             )
-        ids = _insert(
-            sess, flow, entered.id, jobs, now(), kind="redispatch", actor=actor, reason=reason
-        )
+        tid = None if entered is None else entered.id
+        ids = _insert(sess, flow, tid, jobs, now(), kind="redispatch", actor=actor, reason=reason)
         sess.flush()
         found = sess.execute(select(outbox).where(outbox.c.dispatch_id.in_(ids))).mappings()
         return [_entry(m) for m in found]
@@ -454,10 +455,14 @@ def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> l
 
 
 def _entering_jobs(
-    sess: Session, cls: type[Flow], entered: Any
+    sess: Session, cls: type[Flow], entered: Any, flow_id: int
 ) -> list[tuple[str, dict[str, Any]]]:
-    if entered is None:
-        return []
+    """Return the jobs handed off on entering the current state (by transition or code)."""
+    if entered is None:  # still in its initial state: what code handed off after create
+        q = select(outbox.c.job, outbox.c.args).where(
+            outbox.c.flow_id == flow_id, outbox.c.kind == "handoff"
+        )
+        return [(r.job, dict(r.args or {})) for r in sess.execute(q.order_by(outbox.c.id))]
     written = sess.execute(
         select(outbox.c.job, outbox.c.args)
         .where(outbox.c.transition_id == entered.id, outbox.c.kind == "transition")
@@ -474,9 +479,13 @@ def can_redispatch(flow: Flow, entries: Sequence[HandoffEntry] | None = None) ->
 
     ``entries`` (from :func:`pending_handoffs`) saves a query when the caller has them.
     """
-    if flow.state in type(flow).final_states or flow.seq == 0:
+    if flow.state in type(flow).final_states:
         return False
     sess = resolve_session(flow._session)
+    if flow.seq == 0:
+        if entries is not None:
+            return any(e.kind == "handoff" for e in entries)
+        return bool(_entering_jobs(sess, type(flow), None, flow.id))
     entered = sess.execute(
         select(transitions.c.id, transitions.c.name).where(
             transitions.c.flow_id == flow.id, transitions.c.seq == flow.seq
@@ -485,7 +494,7 @@ def can_redispatch(flow: Flow, entries: Sequence[HandoffEntry] | None = None) ->
     if entered is None:
         return False
     if entries is None:
-        return bool(_entering_jobs(sess, type(flow), entered))
+        return bool(_entering_jobs(sess, type(flow), entered, flow.id))
     if any(e.transition_id == entered.id and e.kind == "transition" for e in entries):
         return True
     spec = type(flow).graph().transition(entered.name)

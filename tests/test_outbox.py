@@ -351,3 +351,33 @@ def test_concurrent_relays_send_each_row_once(db_url: str, tmp_path: Path) -> No
             db.session.remove()
             metadata.drop_all(db.engine)
             db.engine.dispose()
+
+
+def test_handoff_outside_a_transition_commits_with_create_and_can_be_redispatched(
+    host: Any,
+) -> None:
+    from flowstate_web.outbox import can_redispatch, handoff
+
+    app, h = host
+    db = app.extensions["sqlalchemy"]
+    db.session.commit()
+
+    def create_and_fail() -> None:
+        with db.session.begin():
+            rolled_back = Shipment.create()
+            handoff(rolled_back, "ship", note="x")
+            raise LookupError("rolled back: neither the flow nor its hand-off exists")
+
+    with pytest.raises(LookupError):
+        create_and_fail()
+    assert rows(app) == [] and messages(h) == []
+    with db.session.begin():
+        flow = Shipment.create()
+        handoff(flow, "ship", note="first")
+    [row] = rows(app)
+    assert (row.kind, row.transition_id, row.args) == ("handoff", None, {"note": "first"})
+    assert messages(h) == [("ship", (flow.id, row.dispatch_id, {"note": "first"}))]
+    assert can_redispatch(flow) and can_redispatch(flow, pending_handoffs(flow.id))
+    [again] = redispatch(flow, actor="ops", reason="lost")
+    assert (again.kind, again.args) == ("redispatch", {"note": "first"})
+    assert len(messages(h)) == 2
