@@ -154,7 +154,7 @@ def _insert(
     if queue is not None:
         bind = sess.get_bind()
         label = f"{type(flow).type_name} #{flow.id} -> outbox ({', '.join(j for j, _ in jobs)})"
-        defer_until_commit(sess, label, lambda: _send_committed(bind, queue, ids))
+        defer_until_commit(sess, label, lambda: _send_committed(bind, queue, ids, delay))
     return ids
 
 
@@ -168,10 +168,11 @@ def _config() -> tuple[Queue | None, timedelta]:
     return getattr(ext, "queue", None), timedelta(seconds=delay)
 
 
-def _send_committed(bind: Any, queue: Queue, dispatch_ids: list[str]) -> None:
+def _send_committed(bind: Any, queue: Queue, dispatch_ids: list[str], delay: timedelta) -> None:
     """Send freshly committed rows; on any failure leave them to the relay (never raise)."""
     try:
-        send_rows(bind, queue, outbox.c.dispatch_id.in_(dispatch_ids), limit=len(dispatch_ids))
+        where = outbox.c.dispatch_id.in_(dispatch_ids)
+        send_rows(bind, queue, where, limit=len(dispatch_ids), retry_after=delay)
     except Exception:
         log.exception("outbox: could not send %s now; the relay will", ", ".join(dispatch_ids))
 

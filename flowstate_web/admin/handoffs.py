@@ -57,6 +57,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "fs_count_cap": outbox.COUNT_CAP,
         }
 
+    @bp.get("/types/<type_name>/<flow_id>/handoffs")
+    def handoffs(type_name: str, flow_id: str) -> ResponseReturnValue:
+        flow = load_flow(flow_type_or_404(type_name), flow_id)
+        return render_template("flowstate/_handoffs.html", flow=flow, live=True)
+
     @bp.post("/types/<type_name>/<flow_id>/redispatch")
     def redispatch(type_name: str, flow_id: str) -> ResponseReturnValue:
         from .actions import reason_field
