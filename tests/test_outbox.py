@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +381,37 @@ def test_handoff_outside_a_transition_commits_with_create_and_can_be_redispatche
     [again] = redispatch(flow, actor="ops", reason="lost")
     assert (again.kind, again.args) == ("redispatch", {"note": "first"})
     assert len(messages(h)) == 2
+
+
+def test_relay_cli_and_the_huey_periodic_task_send_overdue_rows(
+    db_url: str, tmp_path: Path
+) -> None:
+    from flowstate_web.queues.huey import RELAY_TASK
+
+    app, h = make_host(db_url, tmp_path, queue=False, delay=0.0)
+    try:
+        with app.app_context():
+            Shipment.create().hand_off()
+            Shipment.create().hand_off()
+            ext = app.extensions["flowstate"]
+            result = app.test_cli_runner().invoke(args=["flowstate", "relay"])
+            assert result.exit_code != 0 and "needs a queue" in str(result.exception)
+            queue = HueyQueue(h, JOBS)  # relay=True: huey's periodic task runs the relay
+            ext.use_queue(queue, app)
+            result = app.test_cli_runner().invoke(args=["flowstate", "relay"])
+            assert result.exit_code == 0, result.output
+            assert "re-sent 2 hand-off(s)" in result.output
+            Shipment.create().hand_off()  # sent at once now; make it look lost:
+            db = app.extensions["sqlalchemy"]
+            with db.engine.begin() as conn:
+                conn.execute(update(outbox).where(outbox.c.id == 3).values(sent_at=None))
+            due = h.read_periodic(datetime.now())  # what the consumer's scheduler would run
+            h.execute(next(t for t in due if t.name == RELAY_TASK))
+            assert all(r.sent_at is not None for r in rows(app))
+            assert len(messages(h)) == 4  # two relayed by the CLI, one sent, one relayed again
+    finally:
+        with app.app_context():
+            db = app.extensions["sqlalchemy"]
+            db.session.remove()
+            metadata.drop_all(db.engine)
+            db.engine.dispose()
