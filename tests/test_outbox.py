@@ -415,3 +415,35 @@ def test_relay_cli_and_the_huey_periodic_task_send_overdue_rows(
             db.session.remove()
             metadata.drop_all(db.engine)
             db.engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_relay_skips_rows_another_sender_holds(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL: rows locked by another sender are skipped at once, not waited for."""
+    app, h = make_host(db_url, tmp_path, queue=False, delay=0.0)
+    try:
+        with app.app_context():
+            for _ in range(4):
+                Shipment.create().hand_off()
+            db = app.extensions["sqlalchemy"]
+            ids = [r.id for r in rows(app)]
+            with db.engine.connect() as holder:
+                holder.execute(
+                    select(outbox.c.id).where(outbox.c.id.in_(ids[:2])).with_for_update()
+                )
+                other = create_engine(
+                    db.engine.url, connect_args={"options": "-c lock_timeout=2000"}
+                )
+                try:
+                    assert relay(other, HueyQueue(h, JOBS, relay=False), delay=0.0) == 2
+                finally:
+                    other.dispose()
+                holder.rollback()
+            assert [r.sent_at is not None for r in rows(app)] == [False, False, True, True]
+            assert relay(db.engine, HueyQueue(h, JOBS, relay=False), delay=0.0) == 2
+    finally:
+        with app.app_context():
+            db = app.extensions["sqlalchemy"]
+            db.session.remove()
+            metadata.drop_all(db.engine)
+            db.engine.dispose()
