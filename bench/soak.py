@@ -2,9 +2,10 @@
 
 M ``flowstate-web worker --demo`` processes share a throw-away PostgreSQL database and a
 Redis queue; this process creates demo flows (the simulated APIs fail at
-``--failure-rate``), SIGKILLs a random worker every ``--kill-every`` seconds (starting a
-replacement), and loads the admin's pages in a bounded loop. Then it lets the queue and the
-relay settle and checks, from the database:
+``--failure-rate``; ``--lost-sends`` of the first hand-offs are committed but never sent, as
+if the process died right after its commit), SIGKILLs a random worker every
+``--kill-every`` seconds (starting a replacement), and loads the admin's pages in a bounded
+loop. Then it lets the queue and the relay settle and checks, from the database:
 
 - invariants: per-flow sequence 1..n without gaps, the history chain (each row starts where
   the previous ended, the first at the initial state), current state = last history row,
@@ -81,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=10.0, help="new flows per second")
     p.add_argument("--failure-rate", type=float, default=0.2, help="simulated API failures")
     p.add_argument("--relay-delay", type=float, default=3.0, help="FLOWSTATE_OUTBOX_RELAY_DELAY")
+    p.add_argument(
+        "--lost-sends",
+        type=float,
+        default=0.1,
+        help="share of new flows whose first send is lost (as if the web process died)",
+    )
     p.add_argument("--settle", type=float, default=45.0, help="max seconds to settle")
     p.add_argument("--short", action="store_true", help="under 2 minutes (the test's mode)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -265,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() - t0 < args.duration:
                 with app.app_context():
                     cls = DEMO_FLOWS[n % len(DEMO_FLOWS)]
-                    made.append((cls.type_name, start_new(cls, rng).id))
+                    ext = app.extensions["flowstate"]
+                    held = ext.queue
+                    if rng.random() < args.lost_sends:
+                        ext.queue = None  # committed, never sent: only the relay sends it
+                    try:
+                        made.append((cls.type_name, start_new(cls, rng).id))
+                    finally:
+                        ext.queue = held
                 n += 1
                 if time.monotonic() >= next_kill:
                     workers.kill_one(rng)
