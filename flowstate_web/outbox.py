@@ -73,8 +73,10 @@ def enqueue(job: str, /, **args: Any) -> None:
             f"enqueue({job!r}) only works inside a transition method; declare"
             " @transition(..., enqueue=...) or call it from the method's body"
         )
-    if not isinstance(job, str) or not job or len(job) > 200:
-        raise PayloadValidationError(f"enqueue: job name must be 1..200 characters, got {job!r}")
+    if not isinstance(job, str) or not job or len(job) > 200 or _storable(job) != job:
+        raise PayloadValidationError(
+            f"enqueue: a job name is 1..200 characters, no NUL or lone surrogate; got {job!r}"
+        )
     try:
         json.dumps(args, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -253,7 +255,7 @@ def send_rows(
                     update(outbox)
                     .where(outbox.c.id == row.id)
                     .values(
-                        last_error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR],
+                        last_error=_storable(f"{type(exc).__name__}: {exc}"[:MAX_ERROR]),
                         available_at=ts + retry_after,
                     )
                 )
@@ -262,6 +264,11 @@ def send_rows(
         if sent:
             conn.execute(update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=ts))
     return len(sent)
+
+
+def _storable(text: str) -> str:
+    """Return ``text`` with what a database cannot hold (NUL, lone surrogates) replaced."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _describe(h: Handoff) -> str:
@@ -424,6 +431,11 @@ def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> l
     cls = type(flow)
     if actor is not None and len(actor) > 200:
         raise PayloadValidationError(f"{cls.type_name} #{flow.id}: actor is over 200 characters")
+    for field, value in (("actor", actor), ("reason", reason)):
+        if value is not None and _storable(value) != value:
+            raise PayloadValidationError(
+                f"{cls.type_name} #{flow.id}: {field} holds a NUL character or a lone surrogate"
+            )
 
     def work() -> list[HandoffEntry]:
         row = _fastpath.on(sess).lock(flow.id)

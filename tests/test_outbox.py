@@ -20,7 +20,7 @@ from flask import Flask
 from huey import SqliteHuey
 from sqlalchemy import create_engine, select, update
 
-from flowstate_web import FlowStateError
+from flowstate_web import FlowStateError, PayloadValidationError
 from flowstate_web._executor import now
 from flowstate_web.models import metadata, outbox
 from flowstate_web.outbox import (
@@ -183,13 +183,14 @@ def test_a_send_that_fails_is_recorded_and_retried_by_the_relay(host: Any) -> No
             pass
 
         def send(self, handoff: Any) -> None:
-            raise ConnectionError("queue unreachable")
+            raise ConnectionError("queue unreachable\x00\ud800")
 
     app.extensions["flowstate"].queue = Down()
     flow = Shipment.create()
     flow.hand_off()  # committed although the send failed
     [row] = rows(app)
-    assert row.sent_at is None and row.last_error == "ConnectionError: queue unreachable"
+    # What the database cannot hold (NUL, a lone surrogate) is replaced, on both databases.
+    assert row.sent_at is None and row.last_error == "ConnectionError: queue unreachable\ufffd?"
     assert Shipment.get(flow.id).state == "queued"
     with db.engine.begin() as conn:
         conn.execute(update(outbox).values(available_at=now() - timedelta(seconds=1)))
@@ -221,6 +222,17 @@ def test_redispatch_resends_the_handoff_that_entered_the_state(host: Any) -> Non
     assert len(ids) == 2 and len(set(ids)) == 2
     listed = pending_handoffs(flow.id)
     assert [e.kind for e in listed] == ["redispatch", "transition"]
+
+
+def test_redispatch_refuses_what_a_database_cannot_store(host: Any) -> None:
+    flow = Shipment.create()
+    flow.hand_off()
+    for actor, reason in (("ops\x00", None), ("ops", "lone \udc80 surrogate")):
+        with pytest.raises(PayloadValidationError, match=r"tests.Shipment #\d+: (actor|reason)"):
+            redispatch(flow, actor=actor, reason=reason)
+    with pytest.raises(PayloadValidationError, match="actor is over 200 characters"):
+        redispatch(flow, actor="x" * 201)
+    assert len(pending_handoffs(flow.id)) == 1
 
 
 def test_redispatch_refuses_a_state_entered_without_handoff(host: Any) -> None:

@@ -121,3 +121,22 @@ def test_no_alert_when_everything_was_sent(admin: Flask, web: FlaskClient, tmp_p
     with_queue(admin, tmp_path)
     Shipment.create().hand_off()
     assert "unsent past the relay delay" not in web.get(f"{ADMIN}/").get_data(as_text=True)
+
+
+def test_a_hostile_reason_is_refused_with_a_message_not_a_5xx(
+    admin: Flask, web: FlaskClient, tmp_path: Path
+) -> None:
+    with_queue(admin, tmp_path)
+    flow = Shipment.create()
+    flow.hand_off()
+    token = csrf_token(web)
+    for reason in ("nul\x00byte", "%ED%A0%80 is a surrogate once decoded"):
+        response = web.post(
+            f"{BASE}/{flow.id}/redispatch", data={"csrf_token": token, "reason": reason}, headers=HX
+        )
+        if "\x00" in reason:
+            assert response.status_code == 409
+            assert "NUL character or a lone surrogate" in response.get_data(as_text=True)
+        else:
+            assert response.status_code == 200  # a plain string: nothing to refuse
+    assert count(admin) == 2
