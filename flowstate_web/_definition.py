@@ -142,6 +142,7 @@ def build_graph(cls: type[Flow]) -> FlowGraph:
                 after=t.after_names,
                 retry=t.retry,
                 doc=t.doc,
+                enqueue=t.enqueue,
             )
             for n, t in cls.transition_fields.items()
         ),

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import _fastpath, _values
+from . import outbox as _outbox
 from ._props import check_props, merged_props
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
 from ._values import MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE
@@ -37,7 +38,7 @@ from .errors import (
     InvalidTransitionError,
     PayloadValidationError,
 )
-from .models import artefacts, flows, transitions
+from .models import artefacts, flows, outbox, transitions
 from .records import HistoryEntry
 
 if TYPE_CHECKING:
@@ -158,7 +159,8 @@ def execute(
             )
         if t.guard is not None and not guard_passes(flow, t):
             raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
-        value = t.fn(flow, *args, **kwargs)
+        with _outbox.collecting(flow):
+            value = t.fn(flow, *args, **kwargs)
         if t.persists is not None:
             value = _values.check(
                 value,
@@ -387,6 +389,7 @@ def _write(
                 "created_at": ts,
             },
         )
+    _outbox.write(sess, flow, t, tid, ts)  # hand-offs, in this transaction
     if cls.destroy_on_complete and target in cls.final_states:
         delete_rows(sess, [flow.id])
     _apply(flow, values)
@@ -430,6 +433,7 @@ def delete_rows(sess: Session, ids: Iterable[int]) -> int:
     if not ids:
         return 0
     sess.execute(delete(artefacts).where(artefacts.c.flow_id.in_(ids)))
+    sess.execute(delete(outbox).where(outbox.c.flow_id.in_(ids)))
     sess.execute(delete(transitions).where(transitions.c.flow_id.in_(ids)))
     return sess.execute(delete(flows).where(flows.c.id.in_(ids))).rowcount  # type: ignore[attr-defined, no-any-return]
 

@@ -104,6 +104,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migrations = str(_migrations_dir())
     Migrate(app, db, directory=migrations)
     _import_flow_modules(app)
+    if app.config["FLOWSTATE_DEMO"]:
+        from .demo.tasks import install
+
+        install(app)  # the demo flows hand their jobs off to the demo's huey queue
+    elif app.config.get("FLOWSTATE_QUEUE") == "huey":
+        from .queues.huey import HueyQueue, huey_from_config
+
+        huey = huey_from_config(app.config, app.instance_path, "flowstate")
+        ext.use_queue(HueyQueue(huey), app)  # jobs: those @job() in FLOWSTATE_FLOW_MODULES
     if app.config["FLOWSTATE_AUTO_MIGRATE"]:
         with app.app_context(), _keep_loggers(), warnings.catch_warnings():
             # The shipped env.py tries Flask-SQLAlchemy 2's get_engine() first.
@@ -130,6 +139,10 @@ _ENV_KEYS = (
     "FLOWSTATE_LOGIN_GLOBAL_LIMIT",
     "FLOWSTATE_LOGIN_LIMIT_STORAGE_URI",
     "FLOWSTATE_LOGIN_LIMIT_PREFIX",
+    "FLOWSTATE_DEMO_QUEUE_NAME",
+    "FLOWSTATE_QUEUE",
+    "FLOWSTATE_REDIS_URL",
+    "FLOWSTATE_QUEUE_PATH",
 )
 _ENV_BOOLS = (
     "FLOWSTATE_PUBLIC",
@@ -149,6 +162,7 @@ _ENV_NUMBERS = (
     "FLOWSTATE_DEMO_TRICKLE_SECONDS",
     "FLOWSTATE_DEMO_RESTOCK_SECONDS",
     "FLOWSTATE_DEMO_DELIVERY_SECONDS",
+    "FLOWSTATE_OUTBOX_RELAY_DELAY",
 )
 
 

@@ -84,6 +84,25 @@ def sweep_command(limit: int) -> None:
     click.echo(f"failed {total} stalled flow(s)")
 
 
+@flowstate_cli.command("relay")
+@click.option("--loop", is_flag=True, help="keep relaying every --interval seconds")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@with_appcontext
+def relay_command(loop: bool, interval: float) -> None:
+    """Re-send job hand-offs still unsent past FLOWSTATE_OUTBOX_RELAY_DELAY."""
+    from flask.cli import ScriptInfo
+
+    from .outbox import relay_app
+    from .worker import periodic_loop
+
+    if not loop:
+        click.echo(f"re-sent {relay_app()} hand-off(s)")
+        return
+    app = click.get_current_context().ensure_object(ScriptInfo).load_app()
+    click.echo(f"relaying every {interval:g}s (Ctrl+C stops)")
+    periodic_loop(app, interval)
+
+
 def _attach_optional() -> None:
     try:
         from .diagrams.cli import diagram_command

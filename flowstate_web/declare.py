@@ -200,6 +200,7 @@ class Transition(Generic[F, P, R]):
         persists: Artefact[Any] | str | None,
         after: Callback | str | Sequence[Callback | str],
         retry: bool,
+        enqueue: str | Sequence[str] = (),
     ) -> None:
         self.fn = fn
         self.name = fn.__name__
@@ -212,6 +213,7 @@ class Transition(Generic[F, P, R]):
             (after,) if isinstance(after, str) or callable(after) else tuple(after)
         )
         self.retry = retry
+        self.enqueue: tuple[str, ...] = (enqueue,) if isinstance(enqueue, str) else tuple(enqueue)
         self.doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -277,6 +279,7 @@ def transition(
     persists: Artefact[Any] | str | None = None,
     after: Callback | str | Sequence[Callback | str] = (),
     retry: bool = False,
+    enqueue: str | Sequence[str] = (),
 ) -> Callable[[Callable[Concatenate[F, P], R]], Transition[F, P, R]]:
     """Declare the decorated method as a transition from ``source`` to ``target``.
 
@@ -289,6 +292,9 @@ def transition(
     :param persists: the declared :class:`Artefact` that the method's return value is stored as.
     :param after: callbacks ``f(flow)`` (or method names) run once, after the outermost commit.
     :param retry: this transition is the way out of an error state; the admin offers it.
+    :param enqueue: job name(s) handed to the queue durably: written to the outbox in the
+        transition's own transaction, sent after the commit, re-sent by the relay if the
+        send was lost (at-least-once; see :mod:`flowstate_web.outbox`).
     """
 
     def decorate(fn: Callable[Concatenate[F, P], R]) -> Transition[F, P, R]:
@@ -300,6 +306,7 @@ def transition(
             persists=persists,
             after=after,
             retry=retry,
+            enqueue=enqueue,
         )
 
     return decorate

@@ -16,6 +16,8 @@ from .models import metadata, state_counts
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
+    from .queues import Queue
+
 AccessCheck = Callable[[], bool]
 ActorLoader = Callable[[], "str | None"]
 DeniedHandler = Callable[[], ResponseReturnValue]
@@ -32,6 +34,9 @@ class FlowState:
         Without it every admin request is denied unless ``FLOWSTATE_PUBLIC`` is set.
     :param actor: returns who is acting (recorded in the history of admin retries).
     :param on_denied: the response for a denied request (default: a 403 page).
+    :param queue: where transitions' hand-offs (``enqueue=``) go, e.g.
+        ``HueyQueue(huey)`` or ``CeleryQueue(celery)`` (:mod:`flowstate_web.queues`).
+        Without one, hand-offs wait in the outbox until a relay with a queue sends them.
     """
 
     def __init__(
@@ -42,8 +47,10 @@ class FlowState:
         access: AccessCheck | None = None,
         actor: ActorLoader | None = None,
         on_denied: DeniedHandler | None = None,
+        queue: Queue | None = None,
     ) -> None:
         self.db = db
+        self.queue = queue
         self.access = access
         self.actor = actor
         self.on_denied = on_denied
@@ -60,6 +67,11 @@ class FlowState:
         self.actor = fn
         return fn
 
+    def use_queue(self, queue: Queue, app: Flask) -> None:
+        """Send hand-offs to ``queue`` from now on (jobs run in ``app``'s context)."""
+        queue.bind(app)
+        self.queue = queue
+
     def init_app(self, app: Flask) -> None:
         """Register on ``app``; a second registration raises ``RuntimeError``."""
         if "flowstate" in app.extensions:
@@ -72,6 +84,9 @@ class FlowState:
                 " or call db.init_app(app) first"
             )
         app.config.setdefault("FLOWSTATE_REGISTER_TABLES", True)
+        app.config.setdefault("FLOWSTATE_OUTBOX_RELAY_DELAY", 30.0)
+        if self.queue is not None:
+            self.queue.bind(app)
         if app.config["FLOWSTATE_REGISTER_TABLES"]:
             include_tables(self.db.metadata)
         self._init_admin(app)

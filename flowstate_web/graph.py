@@ -37,6 +37,8 @@ class TransitionSpec:
     after: tuple[str, ...] = ()
     retry: bool = False
     doc: str | None = None
+    #: Jobs handed to the queue through the outbox when this transition commits.
+    enqueue: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,11 @@ class FlowGraph:
         """Return the states that declare a timeout (flows can be stalled in them)."""
         return tuple(s for s in self.states if s.timeout is not None)
 
+    def handoff_into(self, state: str) -> tuple[str, ...]:
+        """Return the jobs that the transitions into ``state`` hand to the queue (no repeats)."""
+        jobs = (j for t in self.transitions if t.target == state for j in t.enqueue)
+        return tuple(dict.fromkeys(jobs))
+
     def dead_ends(self) -> tuple[str, ...]:
         """Return states with no way out that are not final (likely modelling mistakes)."""
         leaving = {s for t in self.transitions for s in t.sources}
@@ -139,6 +146,8 @@ class FlowGraph:
                     "persists": t.persists,
                     "after": list(t.after),
                     "retry": t.retry,
+                    # Only when set, so graphs without hand-offs keep their content hash.
+                    **({"enqueue": list(t.enqueue)} if t.enqueue else {}),
                 }
                 for t in self.transitions
             ],

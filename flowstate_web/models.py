@@ -181,8 +181,58 @@ class StateCountRow(Base):
     errored: Mapped[int] = mapped_column(Integer)
 
 
+class OutboxRow(Base):
+    """A job hand-off written in the transaction of the transition that asked for it.
+
+    Sent to the queue after the commit (``sent_at`` set); a relay re-sends rows still unsent
+    at ``available_at`` (see :mod:`flowstate_web.outbox`).
+    """
+
+    __tablename__ = "flowstate_outbox"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    flow_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("flowstate_flows.id", ondelete="CASCADE")
+    )
+    #: The flow's type, so per-type counts of unsent rows need no join.
+    flow_type: Mapped[str] = mapped_column(String(200))
+    #: The history row of the transition that asked for the job (a re-dispatch repeats it).
+    transition_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("flowstate_transitions.id", ondelete="CASCADE")
+    )
+    #: ``transition`` (written by the transition) or ``redispatch`` (an operator's re-send).
+    kind: Mapped[str] = mapped_column(String(20), default="transition")
+    job: Mapped[str] = mapped_column(String(200))
+    args: Mapped[dict[str, Any]] = mapped_column(JSONDocument(), default=dict)
+    #: Stable across re-sends: the job receives it and can use it to be idempotent.
+    dispatch_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: When the relay may (re)send the row if it is still unsent.
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: Who asked for a re-dispatch, and why (``None`` for rows a transition wrote).
+    actor: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_flowstate_outbox_flow_id_id", "flow_id", "id"),
+        Index("ix_flowstate_outbox_transition_id", "transition_id"),
+        # Only unsent rows: the relay's scan and the admin's counts stay small at any size.
+        Index(
+            "ix_flowstate_outbox_unsent",
+            "available_at",
+            "id",
+            postgresql_where=text("sent_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL"),
+        ),
+    )
+
+
 flows = cast(Table, FlowRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
 artefacts = cast(Table, ArtefactRow.__table__)
 state_counts = cast(Table, StateCountRow.__table__)
+outbox = cast(Table, OutboxRow.__table__)
 counters.attach(state_counts, flows)

@@ -1,4 +1,4 @@
-"""The live demo: its jobs on a real huey queue with an in-process consumer, and its seeder."""
+"""The live demo: its jobs handed off to a real huey queue and its consumer, and its seeder."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from sqlalchemy import func, select
 
 from flowstate_web import Flow
 from flowstate_web.app import create_app, db
-from flowstate_web.demo import jobs
 from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
 from flowstate_web.demo.runner import DemoRunner
 from flowstate_web.demo.seed import DEMO_FLOWS, new_props, paths, seed, start_new, transient_states
 from flowstate_web.demo.simulated_api import ApiError, SimulatedApi
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
-from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue
-from flowstate_web.models import flows
+from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue, install
+from flowstate_web.models import flows, outbox
 
 DEADLINE = 30.0
 
@@ -61,16 +60,15 @@ def demo_app(tmp_path: Path) -> Iterator[Flask]:
 
 @pytest.fixture
 def queue(demo_app: Flask) -> Iterator[DemoQueue]:
-    """Route the flows' jobs to a real SqliteHuey and run its thread consumer in-process."""
-    q = DemoQueue(demo_app)
+    """The app's demo queue (a real SqliteHuey) with its thread consumer running in-process."""
+    q = install(demo_app)
+    assert demo_app.extensions["flowstate"].queue is q.queue
     assert not q.huey.immediate
-    previous = jobs.use(q.enqueue)
     q.start(workers=2)
     try:
         yield q
     finally:
         q.stop()
-        jobs.use(previous)
     assert not q.running
 
 
@@ -194,27 +192,25 @@ def test_declined_payment_is_retried_by_an_operator(demo_app: Flask, queue: Demo
 
 
 def test_seeder_makes_every_reachable_state_by_transitions(demo_app: Flask) -> None:
-    sent: list[tuple[str, int]] = []
-    previous = jobs.use(lambda job, flow_id: sent.append((job, flow_id)))
-    try:
-        with demo_app.app_context():
-            made = seed(per_state=1, rng=random.Random(6))
-            for cls in DEMO_FLOWS:
-                graph = cls.graph()
-                seeded = {state for (type_name, state) in made if type_name == cls.type_name}
-                assert seeded == set(graph.state_names) - transient_states(graph), cls.type_name
-                for state in graph.error_states:
-                    [row] = db.session.execute(
-                        cls.select().where(flows.c.state == state).limit(1)
-                    ).all()
-                    errored = cls(row)
-                    assert errored.last_error_type == "flowstate_web.demo.simulated_api.ApiError"
-                    assert errored.retry_transitions()
-                    assert len(errored.history()) == len(paths(graph)[state])
-    finally:
-        jobs.use(previous)
-    assert sent == []  # seeded flows are snapshots: no job was enqueued
-    assert transient_states(SyncThirdPartyApiFlow.graph()) == {"saved_my_record"}
+    huey = install(demo_app).huey
+    with demo_app.app_context():
+        made = seed(per_state=1, rng=random.Random(6))
+        for cls in DEMO_FLOWS:
+            graph = cls.graph()
+            seeded = {state for (type_name, state) in made if type_name == cls.type_name}
+            assert seeded == set(graph.state_names) - transient_states(graph), cls.type_name
+            for state in graph.error_states:
+                [row] = db.session.execute(
+                    cls.select().where(flows.c.state == state).limit(1)
+                ).all()
+                errored = cls(row)
+                assert errored.last_error_type == "flowstate_web.demo.simulated_api.ApiError"
+                assert errored.retry_transitions()
+                assert len(errored.history()) == len(paths(graph)[state])
+        # Seeded flows are snapshots: nothing was sent, nothing waits in the outbox.
+        assert db.session.execute(select(func.count()).select_from(outbox)).scalar() == 0
+    assert huey.pending_count() + huey.scheduled_count() == 0
+    assert transient_states(SyncThirdPartyApiFlow.graph()) == set()
     assert transient_states(OrderFulfilmentFlow.graph()) == set()
 
 
@@ -335,9 +331,8 @@ def redis_app(tmp_path: Path) -> Iterator[Flask]:
 
 
 def test_sync_flow_completes_through_a_redis_queue(redis_app: Flask) -> None:
-    q = DemoQueue(redis_app)
+    q = install(redis_app)
     assert type(q.huey).__name__ == "RedisHuey"
-    previous = jobs.use(q.enqueue)
     q.start(workers=2)
     try:
         with redis_app.app_context():
@@ -348,4 +343,3 @@ def test_sync_flow_completes_through_a_redis_queue(redis_app: Flask) -> None:
         )
     finally:
         q.stop()
-        jobs.use(previous)

@@ -1,31 +1,41 @@
 """The README's example (the gem's SyncThirdPartyApiFlow) run end to end with its jobs.
 
 The jobs here are the README's: they follow the gem's pattern (start, call, finish;
-on error, fail from ``except`` and re-raise), driven by a queue drained in the test.
+on error, fail from ``except`` and re-raise). The flow hands them off through the outbox to
+a real huey queue (SQLite storage), drained job by job in the test.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
+from huey import SqliteHuey
 
 from flowstate_web import GuardFailedError
-from flowstate_web.demo import jobs
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
+from flowstate_web.queues import JobRegistry
+from flowstate_web.queues.huey import HueyQueue
 
-queue: deque[tuple[str, int]] = deque()
+jobs = JobRegistry()
+huey: SqliteHuey
 
 
 @pytest.fixture(autouse=True)
-def _queue() -> Iterator[None]:
-    previous = jobs.use(lambda job, flow_id: queue.append((job, flow_id)))
-    queue.clear()
+def _queue(app: Flask, tmp_path: Path) -> Iterator[None]:
+    global huey
+    huey = SqliteHuey("readme-example", filename=str(tmp_path / "queue.db"), results=False)
+    app.extensions["flowstate"].use_queue(HueyQueue(huey, jobs, relay=False), app)
     yield
-    jobs.use(previous)
+    huey.flush()
+
+
+def queued() -> list[tuple[str, int]]:
+    """Return what waits in the queue: (job, flow id)."""
+    return [(t.name, t.args[0]) for t in huey.pending()]
 
 
 class FakeApi:
@@ -41,7 +51,11 @@ class FakeApi:
 saved: dict[str, dict[str, Any]] = {}
 
 
-def fetch_third_party(flow_id: int, api: FakeApi) -> None:
+api = FakeApi(fail=False)
+
+
+@jobs.job()
+def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
     flow = SyncThirdPartyApiFlow.get(flow_id)
     flow.start_third_party_api_request()
     try:
@@ -52,7 +66,8 @@ def fetch_third_party(flow_id: int, api: FakeApi) -> None:
         raise
 
 
-def save_local_record(flow_id: int) -> None:
+@jobs.job()
+def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
     flow = SyncThirdPartyApiFlow.get(flow_id)
     flow.start_record_save()
     try:
@@ -63,21 +78,23 @@ def save_local_record(flow_id: int) -> None:
         raise
 
 
-def drain(api: FakeApi) -> None:
-    while queue:
-        job, flow_id = queue.popleft()
-        if job == "fetch_third_party":
-            # A failed job leaves the flow in its error state; the queue would retry it.
-            with contextlib.suppress(TimeoutError):
-                fetch_third_party(flow_id, api)
-        else:
-            save_local_record(flow_id)
+@jobs.job()
+def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
+    SyncThirdPartyApiFlow.get(flow_id).complete()
+
+
+def drain(with_api: FakeApi) -> None:
+    """Run the queued jobs one by one, as a consumer would (a failed job is logged by huey)."""
+    global api
+    api = with_api
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
 
 
 def test_happy_path_completes(app: Any) -> None:
     flow = SyncThirdPartyApiFlow.create(my_record_id="rec-1", third_party_id="tp-1")
     flow.pick()
-    assert queue == deque([("fetch_third_party", flow.id)])
+    assert queued() == [("fetch_third_party", flow.id)]
     drain(FakeApi(fail=False))
     done = SyncThirdPartyApiFlow.get(flow.id)
     assert done.state == "completed" and done.completed_at is not None
@@ -109,7 +126,7 @@ def test_failure_then_operator_retry_completes(app: Any) -> None:
     assert failed.last_error_message == "third party tp-2 timed out"
     assert [t.name for t in failed.retry_transitions()] == ["retry_fetch"]
     failed.retry(actor="ops@example.com", reason="vendor fixed their API")
-    assert queue == deque([("fetch_third_party", flow.id)])
+    assert queued() == [("fetch_third_party", flow.id)]
     drain(FakeApi(fail=False))
     done = SyncThirdPartyApiFlow.get(flow.id)
     assert done.state == "completed" and not done.errored

@@ -17,6 +17,7 @@ FLOWSTATE_TABLES = {
     "flowstate_transitions",
     "flowstate_artefacts",
     "flowstate_state_counts",
+    "flowstate_outbox",
 }
 ROOT = Path(__file__).resolve().parent.parent
 

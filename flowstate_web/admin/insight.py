@@ -22,6 +22,7 @@ from ..jsondiff import JsonDiff, diff
 from ..lint import LintMessage, lint
 from ..records import ArtefactEntry, HistoryEntry
 from .present import Step
+from .stored import Decoded, StoredText, Unreadable
 
 #: At most this many changes of one artefact version are shown.
 MAX_CHANGES: Final = 100
@@ -67,6 +68,18 @@ def _index(steps: Sequence[Step]) -> dict[int, tuple[int, ArtefactEntry | None, 
     return index
 
 
+_UNREADABLE: Final = object()
+
+
+def _comparable(payload: Any) -> Any:
+    """Return the value of a payload as the flow page read it (see :mod:`.stored`)."""
+    if isinstance(payload, Decoded):
+        return payload.value
+    if isinstance(payload, StoredText | Unreadable):
+        return _UNREADABLE
+    return payload
+
+
 def artefact_diff(steps: Sequence[Step], artefact: ArtefactEntry) -> VersionDiff | None:
     """Return the change of ``artefact`` since the previous version of the same name.
 
@@ -76,13 +89,14 @@ def artefact_diff(steps: Sequence[Step], artefact: ArtefactEntry) -> VersionDiff
     version, previous, at = _index(steps).get(artefact.id, (1, None, None))
     if previous is None:
         return None
+    old, new = _comparable(previous.payload), _comparable(artefact.payload)
+    if old is _UNREADABLE or new is _UNREADABLE:
+        return None  # too large to preview, or not readable: the version links still work
     return VersionDiff(
         version=version,
         previous=previous,
         previous_step=None if at is None else steps[at].entry,
-        diff=diff(
-            previous.payload, artefact.payload, max_changes=MAX_CHANGES, value_chars=VALUE_CHARS
-        ),
+        diff=diff(old, new, max_changes=MAX_CHANGES, value_chars=VALUE_CHARS),
     )
 
 

@@ -1,8 +1,8 @@
 """A branching flow for the live demo: take payment, pick, ship (or wait for stock), deliver.
 
 Every arrow that leaves a state automatically is taken by a job in
-:mod:`flowstate_web.demo.tasks`; the two error states have retry transitions an operator
-can run from the admin.
+:mod:`flowstate_web.demo.tasks`, handed off durably (``enqueue=``); the two error states have
+retry transitions an operator can run from the admin.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from flowstate_web import Artefact, Flow, Prop, State, transition
-from flowstate_web.demo import jobs
 
 
 class OrderFulfilmentFlow(Flow):
@@ -35,17 +34,17 @@ class OrderFulfilmentFlow(Flow):
     shipping_label = Artefact(dict[str, Any])
 
     @transition(
-        source=pending, target=payment_authorised, persists=payment_receipt, after="enqueue_pick"
+        source=pending, target=payment_authorised, persists=payment_receipt, enqueue="pick_order"
     )
     def authorise_payment(self, receipt: dict[str, Any]) -> dict[str, Any]:
-        """Keep the payment provider's receipt and enqueue picking."""
+        """Keep the payment provider's receipt and hand picking to the queue."""
         return receipt
 
     @transition(source=pending, target=payment_declined)
     def decline_payment(self) -> None:
         """Record that the payment was declined (call it from ``except``)."""
 
-    @transition(source=payment_declined, target=pending, retry=True, after="enqueue_payment")
+    @transition(source=payment_declined, target=pending, retry=True, enqueue="authorise_payment")
     def retry_payment(self) -> None:
         """Operator's retry: ask the payment provider again."""
 
@@ -53,15 +52,15 @@ class OrderFulfilmentFlow(Flow):
     def start_picking(self) -> None:
         """Send the order to the warehouse floor."""
 
-    @transition(source=picking, target=backordered, after="enqueue_restock")
+    @transition(source=picking, target=backordered, enqueue="restock_order")
     def mark_backordered(self) -> None:
         """The shelf was empty: wait for stock."""
 
-    @transition(source=backordered, target=picking, after="enqueue_ship")
+    @transition(source=backordered, target=picking, enqueue="ship_order")
     def restock(self) -> None:
         """Stock arrived: carry on picking and ship."""
 
-    @transition(source=picking, target=shipped, persists=shipping_label, after="enqueue_deliver")
+    @transition(source=picking, target=shipped, persists=shipping_label, enqueue="deliver_order")
     def ship(self, label: dict[str, Any]) -> dict[str, Any]:
         """Keep the carrier's shipping label and hand the parcel over."""
         return label
@@ -70,7 +69,7 @@ class OrderFulfilmentFlow(Flow):
     def fail_label(self) -> None:
         """Record that the carrier refused a label (call it from ``except``)."""
 
-    @transition(source=label_failed, target=picking, retry=True, after="enqueue_ship")
+    @transition(source=label_failed, target=picking, retry=True, enqueue="ship_order")
     def retry_label(self) -> None:
         """Operator's retry: ask the carrier for a label again."""
 
@@ -81,18 +80,3 @@ class OrderFulfilmentFlow(Flow):
     @transition(source=[payment_declined, backordered], target=cancelled)
     def cancel(self) -> None:
         """Give up on the order (a declined payment or stock that never came)."""
-
-    def enqueue_payment(self) -> None:
-        jobs.enqueue("authorise_payment", self.id)
-
-    def enqueue_pick(self) -> None:
-        jobs.enqueue("pick_order", self.id)
-
-    def enqueue_restock(self) -> None:
-        jobs.enqueue("restock_order", self.id)
-
-    def enqueue_ship(self) -> None:
-        jobs.enqueue("ship_order", self.id)
-
-    def enqueue_deliver(self) -> None:
-        jobs.enqueue("deliver_order", self.id)

@@ -2,9 +2,9 @@
 
 Nothing writes a state directly: each seeded flow is created and walked along the shortest
 path of declared transitions to its state, error states entered from inside ``except`` so
-their error is recorded. While seeding, jobs are held back (not enqueued), so the seeded
-flows stay where they were put; the errored ones continue through the queue once an
-operator retries them.
+their error is recorded. Seeded flows are snapshots: their hand-offs are not sent and are
+removed from the outbox, so they stay where they were put; the errored ones continue
+through the queue once an operator retries them.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections import deque
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from flowstate_web import Flow
 from flowstate_web.graph import FlowGraph, TransitionSpec
-from flowstate_web.models import flows
+from flowstate_web.models import flows, outbox
+from flowstate_web.outbox import handoff
 
-from . import jobs
 from .orders_flow import OrderFulfilmentFlow
 from .simulated_api import ApiError, SimulatedApi
 from .sync_flow import SyncThirdPartyApiFlow
@@ -50,11 +50,16 @@ def new_props(cls: type[Flow], rng: random.Random) -> dict[str, Any]:
 
 def start_new(cls: type[Flow], rng: random.Random) -> Flow:
     """Create a live demo flow of ``cls`` and hand it to the job queue."""
-    flow = cls.create(**new_props(cls, rng))
-    if isinstance(flow, SyncThirdPartyApiFlow):
-        flow.pick()  # its after-commit callback enqueues the fetch
-    else:
-        jobs.enqueue("authorise_payment", flow.id)
+    if cls is SyncThirdPartyApiFlow:
+        sync = SyncThirdPartyApiFlow.create(**new_props(cls, rng))
+        sync.pick()  # hands the fetch job off
+        return sync
+    session = current_app.extensions["flowstate"].db.session()
+    if session.in_transaction():
+        session.commit()
+    with session.begin():  # the new order and its first hand-off commit together
+        flow = cls.create(**new_props(cls, rng))
+        handoff(flow, "authorise_payment")
     return flow
 
 
@@ -105,18 +110,23 @@ def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[
     """
     rng = rng or random.Random()
     api = SimulatedApi(failure_rate=0.0, latency=0.0, backorder_rate=0.0, rng=rng)
-    held = jobs.use(_hold)
+    ext = current_app.extensions["flowstate"]
+    held, ext.queue = ext.queue, None  # nothing is sent while seeding
     made: dict[tuple[str, str], int] = {}
+    ids: list[int] = []
     try:
         for cls in DEMO_FLOWS:
             for _state, path in paths(cls.graph()).items():
                 for _ in range(per_state):
                     flow = cls.create(**new_props(cls, rng))
+                    ids.append(flow.id)
                     drive(flow, path, api)
                     key = (cls.type_name, flow.state)
                     made[key] = made.get(key, 0) + 1
+        ext.db.session.execute(delete(outbox).where(outbox.c.flow_id.in_(ids)))
+        ext.db.session.commit()
     finally:
-        jobs.use(held)
+        ext.queue = held
     return made
 
 
@@ -125,10 +135,6 @@ def is_seeded() -> bool:
     names = [cls.type_name for cls in DEMO_FLOWS]
     q = select(func.count()).select_from(flows).where(flows.c.type.in_(names))
     return bool(current_app.extensions["flowstate"].db.session.execute(q).scalar_one())
-
-
-def _hold(job: str, flow_id: int) -> None:
-    """Drop jobs while seeding: seeded flows are snapshots, left where they were put."""
 
 
 def transient_states(graph: FlowGraph) -> set[str]:

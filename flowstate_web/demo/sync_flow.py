@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from flowstate_web import Artefact, Flow, Prop, State, transition
-from flowstate_web.demo import jobs
 
 
 class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
@@ -19,23 +18,23 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
     third_party_id = Prop(str)
     third_party_etag = Prop(str, default="")
 
-    pending = State(initial=True)
+    pending = State(initial=True, timeout=None)  # waits for pick(): not a stall
     picked = State()
     fetching_third_party_api = State(
         timeout=timedelta(minutes=2), on_timeout="fail_third_party_api_request"
     )
     fetched_third_party_api = State()
     failed_to_fetch_third_party_api = State(error=True)
-    saving_my_record = State()
+    saving_my_record = State(timeout=timedelta(minutes=2), on_timeout="fail_record_save")
     saved_my_record = State()
     failed_to_save_my_record = State(error=True)
     completed = State(final=True)
 
     third_party_api_response = Artefact(dict[str, Any])
 
-    @transition(source=pending, target=picked, after="enqueue_fetch")
+    @transition(source=pending, target=picked, enqueue="fetch_third_party")
     def pick(self) -> None:
-        """Claim the flow and enqueue the fetch job."""
+        """Claim the flow and hand the fetch job to the queue."""
 
     @transition(source=picked, target=fetching_third_party_api)
     def start_third_party_api_request(self) -> None:
@@ -45,10 +44,10 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
         source=fetching_third_party_api,
         target=fetched_third_party_api,
         persists=third_party_api_response,
-        after="enqueue_save",
+        enqueue="save_local_record",
     )
     def finish_third_party_api_request(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Store the API's response as an artefact (and its etag as a prop); enqueue the save."""
+        """Store the API's response as an artefact (its etag as a prop); hand off the save."""
         self.third_party_etag = str(result.get("etag", ""))  # written with this transition
         return result
 
@@ -57,10 +56,13 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
         """Record that the API call failed (call it from ``except``: the error is kept)."""
 
     @transition(
-        source=failed_to_fetch_third_party_api, target=picked, retry=True, after="enqueue_fetch"
+        source=failed_to_fetch_third_party_api,
+        target=picked,
+        retry=True,
+        enqueue="fetch_third_party",
     )
     def retry_fetch(self) -> None:
-        """Operator's retry: go back to picked and enqueue the fetch again."""
+        """Operator's retry: go back to picked and hand the fetch job off again."""
 
     @transition(
         source=fetched_third_party_api,
@@ -70,9 +72,9 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
     def start_record_save(self) -> None:
         """Start saving; refused unless a response was persisted."""
 
-    @transition(source=saving_my_record, target=saved_my_record, after="complete")
+    @transition(source=saving_my_record, target=saved_my_record, enqueue="complete_flow")
     def finish_record_save(self) -> None:
-        """Mark the record saved; completion follows after commit."""
+        """Mark the record saved and hand the completion to the queue."""
 
     @transition(source=saving_my_record, target=failed_to_save_my_record)
     def fail_record_save(self) -> None:
@@ -82,10 +84,10 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
         source=failed_to_save_my_record,
         target=fetched_third_party_api,
         retry=True,
-        after="enqueue_save",
+        enqueue="save_local_record",
     )
     def retry_save(self) -> None:
-        """Operator's retry: enqueue the save job again (the response is kept)."""
+        """Operator's retry: hand the save job off again (the response is kept)."""
 
     @transition(source=saved_my_record, target=completed)
     def complete(self) -> None:
@@ -93,9 +95,3 @@ class SyncThirdPartyApiFlow(Flow, state_timeout=timedelta(minutes=15)):
 
     def has_response(self) -> bool:
         return self.third_party_api_response.exists()
-
-    def enqueue_fetch(self) -> None:
-        jobs.enqueue("fetch_third_party", self.id)
-
-    def enqueue_save(self) -> None:
-        jobs.enqueue("save_local_record", self.id)

@@ -1,20 +1,20 @@
-"""The demo's jobs, run by a real huey queue (SQLite in the instance folder, or Redis).
+"""The demo's jobs, handed off durably (``enqueue=``) to a real huey queue (SQLite or Redis).
 
-Each job follows the README pattern: move the flow to "in progress", call the (simulated)
-third party, then finish, persisting what came back; on an exception run the ``fail...``
-transition from inside ``except`` (so the engine records the error) and re-raise, so huey
-retries the job (``retries=2``). A retried job first takes the flow's declared retry
-transition out of the error state, then carries on itself.
+Each job follows the README pattern: check the flow is where this hand-off left it (a
+duplicate or late delivery finds it moved on and stops), move it to "in progress" (the
+claim: of two concurrent deliveries only one gets past it), call the (simulated) third
+party, then finish, persisting what came back. On an exception it runs the ``fail...``
+transition from inside ``except`` (so the engine records the error) and, at most
+``RETRIES`` times in a row, the declared retry transition as the job queue, whose hand-off
+runs the job again; then it re-raises, so the queue logs the failure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -22,8 +22,9 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
-from flowstate_web.errors import FlowNotFoundError, InvalidTransitionError
 from flowstate_web.flow import Flow
+from flowstate_web.queues import JobRegistry
+from flowstate_web.queues.huey import HueyQueue
 
 from .orders_flow import OrderFulfilmentFlow
 from .simulated_api import SimulatedApi
@@ -33,137 +34,142 @@ log = logging.getLogger("flowstate_web.demo")
 
 AUTO_RETRY_ACTOR = "job queue"
 RETRIES = 2
-RETRY_DELAY = 1.0
-
-#: Flow ids whose follow-up job the current job is carrying out itself (see ``_ready``).
-_continuing: ContextVar[frozenset[int]] = ContextVar(
-    "flowstate_demo_continuing", default=frozenset()
-)
-
-
-@contextlib.contextmanager
-def _continue_here(flow_id: int) -> Iterator[None]:
-    token = _continuing.set(_continuing.get() | {flow_id})
-    try:
-        yield
-    finally:
-        _continuing.reset(token)
 
 
 def _api() -> SimulatedApi:
     return SimulatedApi.from_config(current_app.config)
 
 
-def _ready(flow: Flow, ready: str, retry: str) -> bool:
-    """Bring ``flow`` to ``ready`` (taking ``retry`` out of its error state); say if it got there.
+def _at(flow: Flow, state: str, dispatch_id: str) -> bool:
+    """Return whether ``flow`` is still in ``state``; a delivery that finds it moved on stops."""
+    if flow.state == state:
+        return True
+    log.info("%r: nothing to do for hand-off %s (expected state %r)", flow, dispatch_id, state)
+    return False
 
-    A huey retry finds the flow in the error state its previous attempt recorded. It runs the
-    declared retry transition, whose after-commit callback would enqueue this same work again;
-    this job does the work itself, so that enqueue is dropped.
+
+def _auto_retry(flow: Flow, retry: str) -> None:
+    """Run ``retry`` as the job queue unless it already did ``RETRIES`` times in a row.
+
+    The count restarts at an operator's retry, so a Retry click gets a fresh budget.
     """
-    if flow.state != ready and any(t.name == retry for t in flow.retry_transitions()):
-        with _continue_here(flow.id):
-            flow.run(retry, actor=AUTO_RETRY_ACTOR, reason="automatic retry of a failed job")
-    if flow.state != ready:
-        log.info("%r: nothing to do (expected state %r)", flow, ready)
-        return False
-    return True
+    streak = 0
+    for h in reversed(flow.history()):
+        if h.name == retry:
+            if h.actor != AUTO_RETRY_ACTOR:
+                break
+            streak += 1
+    if streak < RETRIES:
+        flow.run(retry, actor=AUTO_RETRY_ACTOR, reason="automatic retry of a failed job")
 
 
 # -- SyncThirdPartyApiFlow ------------------------------------------------------------------
 
 
-def fetch_third_party(flow_id: int) -> None:
+def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
     """Call the third-party API and persist its response."""
     flow = SyncThirdPartyApiFlow.get(flow_id)
-    if not _ready(flow, "picked", "retry_fetch"):
+    if not _at(flow, "picked", dispatch_id):
         return
     flow.start_third_party_api_request()
     try:
         result = _api().fetch_record(flow.third_party_id)
     except Exception:
         flow.fail_third_party_api_request()
+        _auto_retry(flow, "retry_fetch")
         raise
     flow.finish_third_party_api_request(result)
 
 
-def save_local_record(flow_id: int) -> None:
+def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
     """Save the fetched response as our own record."""
     flow = SyncThirdPartyApiFlow.get(flow_id)
-    if not _ready(flow, "fetched_third_party_api", "retry_save"):
+    if not _at(flow, "fetched_third_party_api", dispatch_id):
         return
     flow.start_record_save()
     try:
         _api().save_record(flow.my_record_id, flow.third_party_api_response.latest() or {})
     except Exception:
         flow.fail_record_save()
+        _auto_retry(flow, "retry_save")
         raise
     flow.finish_record_save()
+
+
+def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
+    """Complete a saved flow (the gem's after-commit step, handed off durably)."""
+    flow = SyncThirdPartyApiFlow.get(flow_id)
+    if _at(flow, "saved_my_record", dispatch_id):
+        flow.complete()
 
 
 # -- OrderFulfilmentFlow --------------------------------------------------------------------
 
 
-def authorise_payment(flow_id: int) -> None:
+def authorise_payment(flow_id: int, *, dispatch_id: str) -> None:
     """Ask the payment provider to authorise the order's amount."""
     flow = OrderFulfilmentFlow.get(flow_id)
-    if not _ready(flow, "pending", "retry_payment"):
+    if not _at(flow, "pending", dispatch_id):
         return
     try:
         receipt = _api().authorise_payment(flow.order_ref, flow.amount_cents)
     except Exception:
         flow.decline_payment()
+        _auto_retry(flow, "retry_payment")
         raise
     flow.authorise_payment(receipt)
 
 
-def pick_order(flow_id: int) -> None:
+def pick_order(flow_id: int, *, dispatch_id: str) -> None:
     """Pick the goods; wait for stock if the shelf is empty, else ship."""
     flow = OrderFulfilmentFlow.get(flow_id)
-    if flow.state == "payment_authorised":
-        flow.start_picking()
-        if not _api().in_stock(flow.sku, flow.quantity):
-            flow.mark_backordered()
-            return
+    if not _at(flow, "payment_authorised", dispatch_id):
+        return
+    flow.start_picking()
+    if not _api().in_stock(flow.sku, flow.quantity):
+        flow.mark_backordered()
+        return
     _ship(flow)
 
 
-def restock_order(flow_id: int) -> None:
+def restock_order(flow_id: int, *, dispatch_id: str) -> None:
     """Stock has arrived for a backordered order."""
     flow = OrderFulfilmentFlow.get(flow_id)
-    if flow.state == "backordered":
+    if _at(flow, "backordered", dispatch_id):
         flow.restock()
 
 
-def ship_order(flow_id: int) -> None:
+def ship_order(flow_id: int, *, dispatch_id: str) -> None:
     """Buy a shipping label and ship."""
-    _ship(OrderFulfilmentFlow.get(flow_id))
+    flow = OrderFulfilmentFlow.get(flow_id)
+    if _at(flow, "picking", dispatch_id):
+        _ship(flow)
 
 
 def _ship(flow: OrderFulfilmentFlow) -> None:
-    if not _ready(flow, "picking", "retry_label"):
-        return
     try:
         label = _api().create_shipping_label(flow.order_ref, flow.sku, flow.quantity)
     except Exception:
         flow.fail_label()
+        _auto_retry(flow, "retry_label")
         raise
     flow.ship(label)
 
 
-def deliver_order(flow_id: int) -> None:
+def deliver_order(flow_id: int, *, dispatch_id: str) -> None:
     """The carrier delivered the parcel."""
     flow = OrderFulfilmentFlow.get(flow_id)
-    if flow.state == "shipped":
+    if _at(flow, "shipped", dispatch_id):
         flow.deliver()
 
 
-#: Every job by the name the flows' callbacks enqueue.
-JOBS: dict[str, Callable[[int], None]] = {
+#: Every job by the name the flows hand off (``enqueue=``).
+JOBS: dict[str, Callable[..., None]] = {
     f.__name__: f
     for f in (
         fetch_third_party,
         save_local_record,
+        complete_flow,
         authorise_payment,
         pick_order,
         restock_order,
@@ -179,14 +185,27 @@ DELAYS = {
 }
 
 
+def install(app: Flask) -> DemoQueue:
+    """Make the demo queue ``app``'s hand-off queue (once); return it."""
+    existing = app.extensions.get("flowstate_demo_queue")
+    if isinstance(existing, DemoQueue):
+        return existing
+    q = DemoQueue(app)
+    app.extensions["flowstate"].use_queue(q.queue, app)
+    app.extensions["flowstate_demo_queue"] = q
+    return q
+
+
 def make_huey(config: Mapping[str, Any], instance_path: str) -> Huey:
     """Return a ``RedisHuey`` if ``FLOWSTATE_DEMO_REDIS_URL`` is set, else a ``SqliteHuey``.
 
-    The SQLite queue lives in ``FLOWSTATE_DEMO_QUEUE_PATH`` (default: the instance folder).
+    The SQLite queue lives in ``FLOWSTATE_DEMO_QUEUE_PATH`` (default: the instance folder);
+    on Redis, ``FLOWSTATE_DEMO_QUEUE_NAME`` (default ``flowstate-demo``) names its keys.
     """
     url = config.get("FLOWSTATE_DEMO_REDIS_URL")
     if url:
-        return RedisHuey("flowstate-demo", url=url, results=False)
+        name = str(config.get("FLOWSTATE_DEMO_QUEUE_NAME") or "flowstate-demo")
+        return RedisHuey(name, url=url, results=False)
     path = config.get("FLOWSTATE_DEMO_QUEUE_PATH") or os.path.join(instance_path, "demo-queue.db")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return SqliteHuey("flowstate-demo", filename=path, results=False)
@@ -211,52 +230,24 @@ class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
 
 
 class DemoQueue:
-    """The demo's huey instance, its tasks, and an in-process thread-worker consumer."""
+    """The demo's huey, the :class:`HueyQueue` its flows hand off to, an in-process consumer.
+
+    :func:`install` makes it the app's queue; ``flowstate-web worker`` runs the same jobs in
+    separate processes on the same storage.
+    """
 
     def __init__(self, app: Flask, huey: Huey | None = None) -> None:
         self.app = app
         self.huey = huey if huey is not None else make_huey(app.config, app.instance_path)
-        retry_delay = float(app.config.get("FLOWSTATE_DEMO_RETRY_DELAY", RETRY_DELAY))
-        self._tasks = {
-            name: self.huey.task(retries=RETRIES, retry_delay=retry_delay, name=name)(
-                self._in_app(name, fn)
-            )
-            for name, fn in JOBS.items()
-        }
-        self._delays = {
+        self.jobs = JobRegistry()
+        for name, fn in JOBS.items():
+            self.jobs.add(fn, name=name)
+        delays = {
             job: float(app.config.get(key, default)) for job, (key, default) in DELAYS.items()
         }
+        self.queue = HueyQueue(self.huey, self.jobs, delays=delays)
         self._consumer: Any = None
         self._thread: threading.Thread | None = None
-
-    def _in_app(self, name: str, fn: Callable[[int], None]) -> Callable[[int], None]:
-        app = self.app
-
-        def job(flow_id: int) -> None:
-            with app.app_context():
-                try:
-                    fn(flow_id)
-                except (InvalidTransitionError, FlowNotFoundError) as exc:
-                    # Someone else (an operator, a duplicate job) moved the flow on: not a
-                    # failure worth retrying.
-                    log.info("job %s(%s) skipped: %s", name, flow_id, exc)
-
-        job.__name__ = name
-        return job
-
-    def enqueue(self, job: str, flow_id: int) -> None:
-        """Queue ``job`` for ``flow_id`` (the flows' after-commit callbacks call this)."""
-        if flow_id in _continuing.get():
-            return
-        try:
-            task = self._tasks[job]
-        except KeyError:
-            raise LookupError(f"demo queue: no job {job!r} (known: {', '.join(JOBS)})") from None
-        delay = self._delays.get(job, 0.0)
-        if delay > 0:
-            task.schedule(args=(flow_id,), delay=delay)
-        else:
-            task(flow_id)
 
     def start(self, workers: int = 2) -> None:
         """Start a thread-worker consumer in a background thread of this process."""
@@ -266,7 +257,7 @@ class DemoQueue:
             self.huey,
             workers=workers,
             worker_type="thread",
-            periodic=False,
+            periodic=True,  # the outbox relay (huey's periodic task, once a minute)
             max_delay=0.5,
             shutdown_timeout=10,
         )

@@ -1,7 +1,7 @@
 """index (type, state, state_entered_at) for stalled-flow counts
 
 Revision ID: 0007_stalled
-Revises: 0005_history_changes
+Revises: 0006_outbox
 Create Date: 2026-11-28 00:50:00
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0007_stalled"
-down_revision = "0005_history_changes"
+down_revision = "0006_outbox"
 branch_labels = None
 depends_on = None
 

@@ -12,21 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from flowstate_web.demo import jobs
-
 from .flows import BranchyFlow, SimpleRetryFlow
 
 ADMIN = "/flows"
 _META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
-
-
-@pytest.fixture(autouse=True)
-def recorded_jobs() -> Iterator[list[tuple[str, int]]]:
-    """Record demo jobs instead of failing on them."""
-    recorded: list[tuple[str, int]] = []
-    previous = jobs.use(lambda job, flow_id: recorded.append((job, flow_id)))
-    yield recorded
-    jobs.use(previous)
 
 
 @pytest.fixture

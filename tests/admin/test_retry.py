@@ -242,11 +242,11 @@ def test_two_operators_at_once_exactly_one_retry(make_admin: Callable[..., Flask
         assert [h.name for h in history].count("retry_work") == 1
 
 
-def test_demo_flow_retry_enqueues_and_a_failing_callback_is_a_warning(
-    admin: Flask, web: FlaskClient, recorded_jobs: list[tuple[str, int]]
+def test_demo_flow_retry_hands_off_and_a_queue_that_is_down_leaves_it_for_the_relay(
+    admin: Flask, web: FlaskClient
 ) -> None:
-    from flowstate_web.demo import jobs
     from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
+    from flowstate_web.outbox import pending_handoffs
 
     def failed() -> SyncThirdPartyApiFlow:
         flow = SyncThirdPartyApiFlow.create(my_record_id="m", third_party_id="t")
@@ -263,19 +263,22 @@ def test_demo_flow_retry_enqueues_and_a_failing_callback_is_a_warning(
     token = csrf_token(web)
     data = {"transition": "retry_fetch", "csrf_token": token}
     assert web.post(f"{base}/{ok.id}/retry", data=data, headers=HX).status_code == 200
-    assert recorded_jobs[-1] == ("fetch_third_party", ok.id)
+    latest = pending_handoffs(ok.id)[0]
+    assert (latest.job, latest.kind) == ("fetch_third_party", "transition")
+
+    class Down:
+        def bind(self, app: Flask) -> None:
+            pass
+
+        def send(self, handoff: object) -> None:
+            raise ConnectionError("queue down")
 
     broken_queue = failed()
-
-    def refuse(job: str, flow_id: int) -> None:
-        raise ConnectionError("queue down")
-
-    previous = jobs.use(refuse)
-    try:
-        response = web.post(f"{base}/{broken_queue.id}/retry", data=data, headers=HX)
-    finally:
-        jobs.use(previous)
-    html = response.get_data(as_text=True)
-    assert response.status_code == 200
-    assert "fs-alert-warning" in html and "queue down" in html
+    admin.extensions["flowstate"].queue = Down()
+    response = web.post(f"{base}/{broken_queue.id}/retry", data=data, headers=HX)
+    assert response.status_code == 200  # the retry committed; its hand-off waits
     assert SyncThirdPartyApiFlow.get(broken_queue.id).state == "picked"
+    waiting = pending_handoffs(broken_queue.id)[0]
+    assert waiting.sent_at is None and waiting.last_error == "ConnectionError: queue down"
+    page = web.get(f"{base}/{broken_queue.id}").get_data(as_text=True)
+    assert "ConnectionError: queue down" in page and "fetch_third_party" in page

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
-from flowstate_web.demo import jobs
 from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
-from flowstate_web.models import metadata
+from flowstate_web.models import metadata, outbox
 
 if TYPE_CHECKING:
     from playwright.sync_api import (
@@ -277,12 +276,28 @@ def seed_flows(completed: int = 3, fetch_failed: int = 2, save_failed: int = 1) 
 
 @dataclass
 class LiveServer:
-    """A running admin: its base URL, app, seeded flows and the jobs its retries enqueued."""
+    """A running admin: its base URL, app, seeded flows and the jobs its retries handed off."""
 
     url: str
     app: Flask
     seeded: Seeded
-    enqueued: list[tuple[str, int]]
+    #: The last outbox row written while seeding.
+    outbox_after: int
+
+    @property
+    def enqueued(self) -> list[tuple[str, int]]:
+        """Return the hand-offs written since seeding, oldest first: (job, flow id)."""
+        from flowstate_web.app import db
+
+        with self.app.app_context():
+            q = (
+                select(outbox.c.job, outbox.c.flow_id)
+                .where(outbox.c.id > self.outbox_after)
+                .order_by(outbox.c.id)
+            )
+            rows = [(str(j), int(f)) for j, f in db.session.execute(q).all()]
+            db.session.remove()
+        return rows
 
     def admin(self, path: str = "/") -> str:
         """Return the absolute URL of ``path`` under the admin's prefix."""
@@ -350,12 +365,10 @@ def _reset_postgres(url: str) -> None:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Return a factory of live admin servers (stopped, and jobs restored, after the test)."""
+    """Return a factory of live admin servers (stopped after the test)."""
     from flowstate_web.app import create_app, db
 
     started: list[tuple[_Server, Flask, str | None]] = []
-    enqueued: list[tuple[str, int]] = []
-    previous = jobs.use(lambda job, flow_id: enqueued.append((job, flow_id)))
 
     def factory(database_url: str | None = None, **config: Any) -> LiveServer:
         if database_url and database_url.startswith("postgresql"):
@@ -373,17 +386,17 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         app = create_app({**settings, **config})
         with app.app_context():
             seeded = seed_flows()
+            # What seeding handed off is not the tests' business.
+            after = db.session.execute(select(func.max(outbox.c.id))).scalar() or 0
             db.session.remove()
-        enqueued.clear()  # what seeding enqueued is not the tests' business
         server = _Server(app)
         started.append((server, app, database_url))
         server.start()
         return LiveServer(
-            url=f"http://127.0.0.1:{server.port}", app=app, seeded=seeded, enqueued=enqueued
+            url=f"http://127.0.0.1:{server.port}", app=app, seeded=seeded, outbox_after=after
         )
 
     yield factory
-    jobs.use(previous)
     for server, app, url in started:
         server.stop()
         with app.app_context():
