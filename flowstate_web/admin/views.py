@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 DIAGRAM_FORMATS: Final[dict[str, tuple[str, str]]] = {
     "svg": ("image/svg+xml", "svg"),
     "png": ("image/png", "png"),
-    "dot": ("text/vnd.graphviz; charset=utf-8", "dot"),
-    "mermaid": ("text/plain; charset=utf-8", "mmd"),
+    # werkzeug adds "; charset=utf-8" to text/* mimetypes itself.
+    "dot": ("text/vnd.graphviz", "dot"),
+    "mermaid": ("text/plain", "mmd"),
 }
 
 

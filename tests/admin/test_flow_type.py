@@ -210,3 +210,11 @@ def test_unknown_type_is_404(admin: Flask, web: FlaskClient) -> None:
     response = web.get(ADMIN + "/types/NoSuchFlow")
     assert response.status_code == 404
     assert "No flow type" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("fmt", "mimetype"), [("dot", "text/vnd.graphviz"), ("mermaid", "text/plain")])
+def test_text_downloads_name_their_charset_once(
+    admin: Flask, web: FlaskClient, fmt: str, mimetype: str
+) -> None:
+    response = web.get(f"{PAGE}/diagram.{fmt}")
+    assert response.headers["Content-Type"] == f"{mimetype}; charset=utf-8"
