@@ -63,9 +63,12 @@ def _translate(root: ET.Element) -> tuple[float, float, float]:
     return s, float(move.group(1)) if move else 0.0, float(move.group(2)) if move else 0.0
 
 
-def text_boxes(svg: str, bold_classes: frozenset[str] = frozenset({"count", "errored-count", "times"})) -> tuple[list[Box], tuple[float, float, float, float]]:
+BOLD_CLASSES = frozenset({"count", "errored-count", "times"})
+
+
+def text_boxes(svg: str) -> tuple[list[Box], tuple[float, float, float, float]]:
     """Return the box of every non-blank ``<text>`` of ``svg`` and the viewBox."""
-    root = ET.fromstring(svg)  # noqa: S314 - our own renderer's output
+    root = ET.fromstring(svg)
     vb = tuple(float(v) for v in root.get("viewBox", "0 0 0 0").split())
     s, tx, ty = _translate(root)
     boxes: list[Box] = []
@@ -73,7 +76,7 @@ def text_boxes(svg: str, bold_classes: frozenset[str] = frozenset({"count", "err
         size = float(el.get("font-size", "14"))
         parts: list[tuple[str, bool]] = [(el.text or "", False)]
         for span in el.iter(f"{SVG}tspan"):
-            parts.append((span.text or "", span.get("class", "") in bold_classes))
+            parts.append((span.text or "", span.get("class", "") in BOLD_CLASSES))
             parts.append((span.tail or "", False))
         content = "".join(p for p, _ in parts)
         # Trailing figure spaces are reserved room, drawn as nothing.

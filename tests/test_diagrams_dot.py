@@ -82,7 +82,7 @@ def test_styles_by_role() -> None:
     retry = next(line for line in dot.splitlines() if 'id="edge-retry_fetch-' in line)
     assert "style=dashed" in retry
     assert 'class="transition retry"' in retry
-    room = TIMES_PLACEHOLDER  # reserved for the instance overlay's "×N"
+    room = TIMES_PLACEHOLDER  # reserved for the instance overlay
     assert f'label="start_record_save{room}\\n[has_response]"' in dot
     assert f'label="finish_third_party_api_request{room}\\n⤓ third_party_api_response"' in dot
 

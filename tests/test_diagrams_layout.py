@@ -51,7 +51,8 @@ def test_instance_diagram_with_repeated_transitions_has_no_overlap(name: str) ->
 
 def test_the_check_sees_an_overlap() -> None:
     svg = (
-        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 200 50"><g transform="translate(4 46)">'
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 200 50">'
+        '<g transform="translate(4 46)">'
         '<text x="50" y="-20" font-size="10" text-anchor="middle">decline_payment</text>'
         '<text x="70" y="-20" font-size="10" text-anchor="middle">retry_payment</text>'
         '<text x="190" y="-5" font-size="10" text-anchor="middle">cut</text></g></svg>'

@@ -25,7 +25,7 @@ _FONT: Final = "Helvetica,Arial,sans-serif"
 #: Figure spaces: an invisible second line in every state's label, reserving room that
 #: :func:`~flowstate_web.diagrams.overlay.overlay_counts` fills in without re-running dot.
 COUNT_PLACEHOLDER: Final = "\u2007" * 14
-#: Figure spaces after every transition name, reserving room for the `` ×N`` that
+#: Figure spaces after every transition name, reserving room for the times sign and count that
 #: :func:`~flowstate_web.diagrams.overlay.overlay_instance` writes there, so a repeated
 #: transition's label is never drawn over its neighbour's.
 TIMES_PLACEHOLDER: Final = "\u2007" * 4
@@ -240,7 +240,7 @@ def build_dot(
     :param styles: Graphviz attributes per role, see :data:`DEFAULT_STYLES`.
     :param reserve_count_line: add the invisible second label line that
         :func:`~flowstate_web.diagrams.overlay.overlay_counts` writes counts into, and
-        the invisible room after each transition name for ``overlay_instance``'s ``×N``.
+        the invisible room after each transition name for the instance overlay's count.
     :param current: bake an instance's current state into the DOT (static exports; pages
         use :func:`~flowstate_web.diagrams.overlay.overlay_instance` on the cached SVG).
     :param traversed: ``{(transition, from_state, to_state): times}`` to bake in likewise.

@@ -42,7 +42,7 @@ class _Svg:
     def drop_reserved_room(self) -> None:
         """Remove the figure spaces dot kept after transition names (TIMES_PLACEHOLDER).
 
-        The label stays where dot put it, now centred on the name; ``×N`` goes back into
+        The label stays where dot put it, now centred on the name; the times sign and count go into
         that room.
         """
         for g in self.by_id.values():

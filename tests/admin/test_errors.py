@@ -24,7 +24,9 @@ TYPE = f"{ADMIN}/types/{BranchyFlow.type_name}"
     ],
 )
 @pytest.mark.parametrize("htmx", [False, True])
-def test_errors_are_html(admin: Flask, web: FlaskClient, path: str, status: int, htmx: bool) -> None:
+def test_errors_are_html(
+    admin: Flask, web: FlaskClient, path: str, status: int, htmx: bool
+) -> None:
     headers = {"HX-Request": "true"} if htmx else {}
     response = web.get(path, headers=headers)
     assert response.status_code == status

@@ -212,7 +212,9 @@ def test_unknown_type_is_404(admin: Flask, web: FlaskClient) -> None:
     assert "No flow type" in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(("fmt", "mimetype"), [("dot", "text/vnd.graphviz"), ("mermaid", "text/plain")])
+@pytest.mark.parametrize(
+    ("fmt", "mimetype"), [("dot", "text/vnd.graphviz"), ("mermaid", "text/plain")]
+)
 def test_text_downloads_name_their_charset_once(
     admin: Flask, web: FlaskClient, fmt: str, mimetype: str
 ) -> None:
