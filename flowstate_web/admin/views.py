@@ -116,7 +116,8 @@ def register(bp: Blueprint, settings: Settings) -> None:
         cls = flow_type_or_404(type_name)
         f = filters.parse(request.args, cls)
         counts, errored, scanned = type_counts(type_name)
-        page = queries.list_page(session(), type_name, f, settings.page_size)
+        floor = queries.search_floor(session(), type_name, f)
+        page = queries.list_page(session(), type_name, f, settings.page_size, floor)
         context: dict[str, Any] = {
             "cls": cls,
             "graph": cls.graph(),
@@ -125,7 +126,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "flows": [cls(row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
-            "matching": queries.matching(session(), type_name, f, counts, errored)
+            "matching": queries.matching(session(), type_name, f, counts, errored, floor)
             if f.active
             else None,
             "scanned": scanned,
