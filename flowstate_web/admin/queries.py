@@ -316,8 +316,10 @@ def list_page(
 
     def past(value: Any, older: bool) -> ColumnElement[bool]:
         if col is not None and not isinstance(value, int):
-            return key < value if older else key > value  # type: ignore[no-any-return]
-        return flows.c.id < value if older else flows.c.id > value
+            cmp: ColumnElement[bool] = key < value if older else key > value
+        else:
+            cmp = flows.c.id < value if older else flows.c.id > value
+        return cmp
 
     if f.after is not None:
         asc = q.where(past(cursor(f.after), older=False)).order_by(*(c.asc() for c in order))
