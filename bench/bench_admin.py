@@ -8,9 +8,11 @@ the two demo flow types, 5 % errored) and ``ANALYZE``d.
 
 Pages (all of ``SyncThirdPartyApiFlow``): overview; flow type list, first page; filtered by
 one in-progress state; errored only; a deep keyset page (``before=`` the id 90 % of the way
-down the list); created in the 7 days before the newest flow; a prop search
-(``q=my_record_id=...``, one match); one completed flow's page (history, artefact,
-diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
+down the list); a 7-day created range at the newest, middle and oldest data, its second
+page, and combined with the state filter and with errored only; a 7-day updated range in
+the middle; a prop search (``q=my_record_id=...``, one match); a free-text search of the
+same value (every prop and the id), and of a value nothing holds; the bulk-retry preview
+of the middle week; one completed flow's page (history, artefact, diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
 enough that every list is a full page at 1,000 flows too, so both sizes render the same
 rows (the ``rows`` column) and only the database's share of the work can differ.
 
@@ -68,8 +70,17 @@ PAGES = (
     "type list, state filter",
     "type list, errored only",
     "type list, deep keyset page",
-    "type list, created in the last 7 days",
+    "type list, created in the newest week",
+    "type list, created in a middle week",
+    "type list, created in the oldest week",
+    "type list, middle week, next page",
+    "type list, middle week + state",
+    "type list, middle week + errored",
+    "type list, updated in a middle week",
     "type list, prop search",
+    "type list, free-text search",
+    "type list, free-text search, no match",
+    "bulk-retry preview, middle week",
     "flow page",
 )
 
@@ -229,29 +240,64 @@ def page_paths(engine: Engine) -> dict[str, str]:
             .order_by(flows.c.id)
             .limit(1)
         ).scalar_one()
-        newest = conn.execute(
-            select(func.max(flows.c.created_at)).where(flows.c.type == TYPE)
-        ).scalar_one()
+        oldest, newest = conn.execute(
+            select(func.min(flows.c.created_at), func.max(flows.c.created_at)).where(
+                flows.c.type == TYPE
+            )
+        ).one()
         record = conn.execute(select(flows.c.props).where(flows.c.id == completed)).scalar_one()
-    week_before = (newest - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
-    search = quote(f"my_record_id={record['my_record_id']}")
+    middle = oldest + (newest - oldest) / 2
+    week = timedelta(days=7)
+
+    def window(lo: Any, key: str = "created") -> str:
+        return f"{key}_from={_minute(lo)}&{key}_to={_minute(lo + week)}"
+
+    newest_week, middle_week, oldest_week = window(newest - week), window(middle), window(oldest)
     base = f"/flows/types/{TYPE}"
+    with engine.connect() as conn:
+        # The id at the bottom of the middle week's first page: its "Older" cursor.
+        in_middle = conn.execute(
+            select(flows.c.id)
+            .where(
+                flows.c.type == TYPE,
+                flows.c.created_at >= middle,
+                flows.c.created_at <= middle + week,
+            )
+            .order_by(flows.c.created_at.desc(), flows.c.id.desc())
+            .offset(20)
+            .limit(1)
+        ).scalar_one()
+    search = quote(f"my_record_id={record['my_record_id']}")
     return {
         "overview": "/flows/",
         "type list": base,
         "type list, state filter": f"{base}?state={FILTER_STATE}",
         "type list, errored only": f"{base}?errored=1",
         "type list, deep keyset page": f"{base}?before={deep}",
-        "type list, created in the last 7 days": f"{base}?created_from={week_before}",
+        "type list, created in the newest week": f"{base}?{newest_week}",
+        "type list, created in a middle week": f"{base}?{middle_week}",
+        "type list, created in the oldest week": f"{base}?{oldest_week}",
+        "type list, middle week, next page": f"{base}?{middle_week}&before={in_middle}",
+        "type list, middle week + state": f"{base}?{middle_week}&state={FILTER_STATE}",
+        "type list, middle week + errored": f"{base}?{middle_week}&errored=1",
+        "type list, updated in a middle week": f"{base}?{window(middle, 'updated')}",
         "type list, prop search": f"{base}?q={search}",
+        "type list, free-text search": f"{base}?q={quote(record['my_record_id'])}",
+        "type list, free-text search, no match": f"{base}?q=no-such-record",
+        "bulk-retry preview, middle week": f"{base}/bulk-retry?{middle_week}",
         "flow page": f"{base}/{completed}",
     }
+
+
+def _minute(at: Any) -> str:
+    return str(at.strftime("%Y-%m-%dT%H:%M"))
 
 
 def measure(app: Flask, db: SQLAlchemy, path: str, warmup: int, repeat: int) -> Measure:
     """Return the median server time of GET ``path`` and the statements of one request."""
     client = app.test_client()
-    rows = _get(client, path).count('<tr id="flow-')
+    body = _get(client, path)
+    rows = body.count('<tr id="flow-') or body.count('<td class="fs-num">')
     for _ in range(warmup):
         _get(client, path)
     samples = []
