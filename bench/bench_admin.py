@@ -169,7 +169,7 @@ def _count(url: str) -> int | None:
 
 
 def _ensure_seeded(url: str, n: int) -> None:
-    if _count(url) == n and _current_schema(url):
+    if _count(url) == n and _add_missing_indexes(url) and _current_schema(url):
         print(f"  reusing {_where(url)} ({pretty(n)} flows)", flush=True)
         return
     engine = seed.make_engine(url)
@@ -179,6 +179,38 @@ def _ensure_seeded(url: str, n: int) -> None:
     seed.seed(engine, n, types=[SyncThirdPartyApiFlow, OrderFulfilmentFlow])
     print(f"  seeded in {time.perf_counter() - t0:.1f}s", flush=True)
     engine.dispose()
+
+
+def _add_missing_indexes(url: str) -> bool:
+    """Create the models' indexes a reused database lacks (a newer schema); return True."""
+    engine = seed.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            found = inspect(conn)
+            for table in metadata.sorted_tables:
+                if not found.has_table(table.name):
+                    return False
+                names = {ix["name"] for ix in found.get_indexes(table.name)}
+                for ix in _indexes(table, engine.dialect.name):
+                    if ix.name not in names:
+                        print(f"  adding index {ix.name}", flush=True)
+                        ix.create(conn)
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("ANALYZE flowstate_flows"))
+            else:
+                conn.exec_driver_sql("ANALYZE")
+        return True
+    finally:
+        engine.dispose()
+
+
+def _indexes(table: Any, dialect: str) -> list[Any]:
+    """Return the indexes of ``table`` that exist on ``dialect`` (GIN is PostgreSQL's only)."""
+    return [
+        ix
+        for ix in table.indexes
+        if dialect == "postgresql" or not ix.dialect_kwargs.get("postgresql_using")
+    ]
 
 
 def _current_schema(url: str) -> bool:
@@ -191,7 +223,7 @@ def _current_schema(url: str) -> bool:
                 if not found.has_table(table.name):
                     return False
                 names = {ix["name"] for ix in found.get_indexes(table.name)}
-                if any(ix.name not in names for ix in table.indexes):
+                if any(ix.name not in names for ix in _indexes(table, conn.dialect.name)):
                     return False
             return counters.installed(conn)
     finally:

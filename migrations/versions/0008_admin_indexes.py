@@ -1,0 +1,34 @@
+"""index flows by type, state or errored, and creation time (admin date ranges)
+
+Revision ID: 0008_admin_indexes
+Revises: 0004_props_index
+Create Date: 2026-11-28 00:55:00
+
+"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "0008_admin_indexes"
+down_revision = "0004_props_index"
+branch_labels = None
+depends_on = None
+
+# A created range combined with a state (or errored) filter: the list and its capped count
+# start at the window of that state instead of reading every flow in the state.
+INDEXES = {
+    "ix_flowstate_flows_type_state_created_at": ["type", "state", "created_at"],
+    "ix_flowstate_flows_type_errored_created_at": ["type", "errored", "created_at"],
+}
+
+
+def upgrade():
+    with op.batch_alter_table("flowstate_flows", schema=None) as batch_op:
+        for name, columns in INDEXES.items():
+            batch_op.create_index(name, columns, unique=False)
+
+
+def downgrade():
+    with op.batch_alter_table("flowstate_flows", schema=None) as batch_op:
+        for name in INDEXES:
+            batch_op.drop_index(name)
