@@ -12,9 +12,11 @@ down the list); a 7-day created range at the newest, middle and oldest data, its
 page, and combined with the state filter and with errored only; a 7-day updated range in
 the middle; a prop search (``q=my_record_id=...``, one match); a free-text search of the
 same value (every prop and the id), and of a value nothing holds; the bulk-retry preview
-of the middle week; one completed flow's page (history, artefact, diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
-enough that every list is a full page at 1,000 flows too, so both sizes render the same
-rows (the ``rows`` column) and only the database's share of the work can differ.
+of the middle week; one completed flow's page (history, artefact, diagram). Lists show
+``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small enough that most lists
+are a full page at 1,000 flows too, so both sizes render the same rows (the ``rows``
+column) and only the database's share of the work can differ. A week of one state (or of
+errored flows) holds about one flow at 1,000: those rows differ, and are marked so.
 
 For every page over the target, the statements it ran at the large size are listed with
 their time, and the slowest one is EXPLAINed (``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL,
