@@ -45,6 +45,27 @@ def test_rows_show_state_props_error_age_artefacts_and_retry(
     assert "Retry" not in plain_row[: plain_row.index("</tr>")]
 
 
+def row_of(html: str, flow_id: int) -> str:
+    row = html[html.index(f'id="flow-{flow_id}"') :]
+    return row[: row.index("</tr>")]
+
+
+def test_a_recovered_flow_does_not_show_its_old_error_as_current(
+    admin: Flask, web: FlaskClient
+) -> None:
+    recovered = errored_branchy("recovered-one")
+    recovered.run("retry_work")
+    recovered.run("finish")
+    still = errored_branchy("still-broken")
+    html = web.get(PAGE).get_data(as_text=True)
+    done = row_of(html, recovered.id)
+    visible = re.sub(r"<[^>]*>", " ", done)  # the tooltip may keep it, the cell does not
+    assert "upstream said no" not in visible
+    assert "earlier error, recovered" in visible
+    assert "upstream said no for still-broken" in row_of(html, still.id)
+    assert "earlier error" not in row_of(html, still.id)
+
+
 def test_diagram_with_counts_and_downloads(admin: Flask, web: FlaskClient) -> None:
     BranchyFlow.create(ref="a")
     html = web.get(PAGE).get_data(as_text=True)
