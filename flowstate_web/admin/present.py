@@ -11,7 +11,9 @@ from typing import Any
 from ..graph import FlowGraph
 from ..records import ArtefactEntry, HistoryEntry, utc
 from ..registry import find_flow_type, flow_types
-from .queries import OldestErrored, StateCount
+from .queries import COUNT_LIMIT, OldestErrored, StateCount
+
+__all__ = ["COUNT_LIMIT"]  # templates: a filtered count above it stopped counting
 
 
 def now() -> datetime:
