@@ -47,7 +47,9 @@ def main() -> None:
             for name, path in pages.items():
                 page.goto(base + path)
                 page.wait_for_load_state("networkidle")
-                page.screenshot(path=str(args.out / f"{name}{suffix}.png"))
+                # The detail page whole (its history is the point); others as first seen.
+                full = name == "demo-flow-detail"
+                page.screenshot(path=str(args.out / f"{name}{suffix}.png"), full_page=full)
             page.close()
         browser.close()
 
