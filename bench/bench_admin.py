@@ -398,7 +398,7 @@ def run_backend(
             with app.app_context():
                 paths = page_paths(db.engine)
             results[n] = {}
-            for page in PAGES:
+            for page in pages(args):
                 m = measure(app, db, paths[page], args.warmup, args.repeat)
                 results[n][page] = m
                 print(
@@ -416,9 +416,17 @@ def run_backend(
     return results
 
 
+def pages(args: argparse.Namespace) -> list[str]:
+    """Return the pages to measure: every page, or those whose name contains ``--pages``."""
+    wanted = [w.strip() for w in (args.pages or "").split(",") if w.strip()]
+    return [p for p in PAGES if not wanted or any(w in p for w in wanted)]
+
+
 def _over_target(results: dict[int, dict[str, Measure]], sizes: Sequence[int]) -> list[str]:
     small, big = results[sizes[0]], results[sizes[-1]]
-    return [p for p in PAGES if big[p].median_ms > TARGET_RATIO * small[p].median_ms]
+    if len(sizes) < 2:
+        return []
+    return [p for p in big if big[p].median_ms > TARGET_RATIO * small[p].median_ms]
 
 
 def rerun(engine: Engine, st: Statement) -> Statement:
@@ -455,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, default=10, help="FLOWSTATE_PAGE_SIZE")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL databases")
     parser.add_argument("--data-dir", type=Path, help="where the SQLite files live (kept)")
+    parser.add_argument("--pages", help="comma-separated parts of page names (default: all)")
     args = parser.parse_args(argv)
     if args.sizes:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")]
@@ -479,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     rows = []
     for backend, results in all_results.items():
-        for page in PAGES:
+        for page in pages(args):
             a, b = results[small][page].median_ms, results[big][page].median_ms
             ratio = b / a
             rows.append(
