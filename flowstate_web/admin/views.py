@@ -76,6 +76,26 @@ def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int], bool]:
     )
 
 
+def matching_count(
+    type_name: str,
+    f: filters.ListFilter,
+    page: queries.Page,
+    counts: Mapping[str, int],
+    errored: Mapping[str, int],
+    floor: int | None,
+) -> queries.Matching | None:
+    """Return how many flows match an active filter (``None`` when nothing filters).
+
+    A first page with no older page holds every match: count its rows instead of asking
+    the database again (a search on SQLite would read its rows a second time).
+    """
+    if not f.active:
+        return None
+    if f.before is None and f.after is None and page.older is None:
+        return queries.Matching(len(page.rows))
+    return queries.matching(session(), type_name, f, counts, errored, floor)
+
+
 def register(bp: Blueprint, settings: Settings) -> None:
     """Add the read-only routes to ``bp``."""
 
@@ -126,9 +146,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "flows": [cls(row) for row in page.rows],
             "counts": counts,
             "errored_counts": errored,
-            "matching": queries.matching(session(), type_name, f, counts, errored, floor)
-            if f.active
-            else None,
+            "matching": matching_count(type_name, f, page, counts, errored, floor),
             "scanned": scanned,
             "artefact_counts": queries.artefact_counts(session(), [r.id for r in page.rows]),
             "back": request.full_path,
