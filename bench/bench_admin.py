@@ -10,12 +10,13 @@ Pages (all of ``SyncThirdPartyApiFlow``): overview; flow type list, first page; 
 one in-progress state; errored only; a deep keyset page (``before=`` the id 90 % of the way
 down the list); a 7-day created range at the newest, middle and oldest data, its second
 page, and combined with the state filter and with errored only; a 7-day updated range in
-the middle; a prop search (``q=my_record_id=...``, one match); a free-text search of the
-same value (every prop and the id), and of a value nothing holds; the bulk-retry preview
-of the middle week; one completed flow's page (history, artefact, diagram). Lists show
-``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small enough that most lists
-are a full page at 1,000 flows too, so both sizes render the same rows (the ``rows``
-column) and only the database's share of the work can differ. A week of one state (or of
+the middle, alone and with the state filter; a prop search (``q=my_record_id=...``, one
+match); a free-text search of the same value (every prop and the id), and of a value
+nothing holds; the bulk-retry preview of the middle week; one completed flow's page
+(history, artefact, diagram). Lists show ``--page-size`` rows (default 10,
+``FLOWSTATE_PAGE_SIZE``): small enough that most lists are a full page at 1,000 flows too,
+so both sizes render the same rows (the ``rows`` column) and only the database's share of
+the work can differ. A week of one state (or of
 errored flows) holds about one flow at 1,000: those rows differ, and are marked so.
 
 For every page over the target, the statements it ran at the large size are listed with
@@ -79,6 +80,7 @@ PAGES = (
     "type list, middle week + state",
     "type list, middle week + errored",
     "type list, updated in a middle week",
+    "type list, updated middle week + state",
     "type list, prop search",
     "type list, free-text search",
     "type list, free-text search, no match",
@@ -315,6 +317,9 @@ def page_paths(engine: Engine) -> dict[str, str]:
         "type list, middle week + state": f"{base}?{middle_week}&state={FILTER_STATE}",
         "type list, middle week + errored": f"{base}?{middle_week}&errored=1",
         "type list, updated in a middle week": f"{base}?{window(middle, 'updated')}",
+        "type list, updated middle week + state": (
+            f"{base}?{window(middle, 'updated')}&state={FILTER_STATE}"
+        ),
         "type list, prop search": f"{base}?q={search}",
         "type list, free-text search": f"{base}?q={quote(record['my_record_id'])}",
         "type list, free-text search, no match": f"{base}?q=no-such-record",

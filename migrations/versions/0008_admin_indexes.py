@@ -1,4 +1,4 @@
-"""index flows by type, state or errored, and creation time (admin date ranges)
+"""index flows by type, state or errored, and creation or update time (admin date ranges)
 
 Revision ID: 0008_admin_indexes
 Revises: 0004_props_index
@@ -14,11 +14,13 @@ down_revision = "0004_props_index"
 branch_labels = None
 depends_on = None
 
-# A created range combined with a state (or errored) filter: the list and its capped count
-# start at the window of that state instead of reading every flow in the state.
+# A created (or updated) range combined with a state or errored filter: the list and its
+# capped count start at the window of that state instead of reading every flow in it.
+# (errored + updated range already has ix_flowstate_flows_errored_updated_at.)
 INDEXES = {
     "ix_flowstate_flows_type_state_created_at": ["type", "state", "created_at"],
     "ix_flowstate_flows_type_errored_created_at": ["type", "errored", "created_at"],
+    "ix_flowstate_flows_type_state_updated_at": ["type", "state", "updated_at"],
 }
 
 
