@@ -33,9 +33,9 @@ def main() -> None:
     errored = re.findall(r'<tr id="flow-(\d+)" class="fs-row fs-row-error"', html)
     detail = int(errored[0]) if errored else ids[0]
     pages = {
-        "admin-overview": "/flows/?live=0",
-        "demo-flow-type": "/flows/types/SyncThirdPartyApiFlow?live=0",
-        "demo-flow-detail": f"/flows/types/SyncThirdPartyApiFlow/{detail}?live=0",
+        "admin-overview": "/flows/",
+        "demo-flow-type": "/flows/types/SyncThirdPartyApiFlow",
+        "demo-flow-detail": f"/flows/types/SyncThirdPartyApiFlow/{detail}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
