@@ -8,13 +8,17 @@ the two demo flow types, 5 % errored) and ``ANALYZE``d.
 
 Pages (all of ``SyncThirdPartyApiFlow``): overview; flow type list, first page; filtered by
 one in-progress state; errored only; a deep keyset page (``before=`` the id 90 % of the way
-down the list); created in the 7 days before the newest flow; a prop search
-(``q=my_record_id=...``, one match); stalled flows only (``stalled=1``: flows past their
-state's timeout; the seeded in-progress flows are days old, so nearly all of them are);
-one completed flow's page (history, artefact,
-diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
-enough that every list is a full page at 1,000 flows too, so both sizes render the same
-rows (the ``rows`` column) and only the database's share of the work can differ.
+down the list); a 7-day created range at the newest, middle and oldest data, its second
+page, and combined with the state filter and with errored only; a 7-day updated range in
+the middle, alone and with the state filter; a prop search (``q=my_record_id=...``, one
+match); stalled flows only (``stalled=1``: flows past their state's timeout; the seeded
+in-progress flows are days old, so nearly all of them are); a free-text search of the
+same value (every prop and the id), and of a value nothing holds; the bulk-retry preview of the middle week; one completed flow's page
+(history, artefact, diagram). Lists show ``--page-size`` rows (default 10,
+``FLOWSTATE_PAGE_SIZE``): small enough that most lists are a full page at 1,000 flows too,
+so both sizes render the same rows (the ``rows`` column) and only the database's share of
+the work can differ. A week of one state (or of
+errored flows) holds about one flow at 1,000: those rows differ, and are marked so.
 
 For every page over the target, the statements it ran at the large size are listed with
 their time, and the slowest one is EXPLAINed (``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL,
@@ -70,9 +74,19 @@ PAGES = (
     "type list, state filter",
     "type list, errored only",
     "type list, deep keyset page",
-    "type list, created in the last 7 days",
+    "type list, created in the newest week",
+    "type list, created in a middle week",
+    "type list, created in the oldest week",
+    "type list, middle week, next page",
+    "type list, middle week + state",
+    "type list, middle week + errored",
+    "type list, updated in a middle week",
+    "type list, updated middle week + state",
     "type list, prop search",
     "type list, stalled only",
+    "type list, free-text search",
+    "type list, free-text search, no match",
+    "bulk-retry preview, middle week",
     "flow page",
 )
 
@@ -161,7 +175,7 @@ def _count(url: str) -> int | None:
 
 
 def _ensure_seeded(url: str, n: int) -> None:
-    if _count(url) == n and _current_schema(url):
+    if _count(url) == n and _add_missing_indexes(url) and _current_schema(url):
         print(f"  reusing {_where(url)} ({pretty(n)} flows)", flush=True)
         return
     engine = seed.make_engine(url)
@@ -171,6 +185,38 @@ def _ensure_seeded(url: str, n: int) -> None:
     seed.seed(engine, n, types=[SyncThirdPartyApiFlow, OrderFulfilmentFlow])
     print(f"  seeded in {time.perf_counter() - t0:.1f}s", flush=True)
     engine.dispose()
+
+
+def _add_missing_indexes(url: str) -> bool:
+    """Create the models' indexes a reused database lacks (a newer schema); return True."""
+    engine = seed.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            found = inspect(conn)
+            for table in metadata.sorted_tables:
+                if not found.has_table(table.name):
+                    return False
+                names = {ix["name"] for ix in found.get_indexes(table.name)}
+                for ix in _indexes(table, engine.dialect.name):
+                    if ix.name not in names:
+                        print(f"  adding index {ix.name}", flush=True)
+                        ix.create(conn)
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("ANALYZE flowstate_flows"))
+            else:
+                conn.exec_driver_sql("ANALYZE")
+        return True
+    finally:
+        engine.dispose()
+
+
+def _indexes(table: Any, dialect: str) -> list[Any]:
+    """Return the indexes of ``table`` that exist on ``dialect`` (GIN is PostgreSQL's only)."""
+    return [
+        ix
+        for ix in table.indexes
+        if dialect == "postgresql" or not ix.dialect_kwargs.get("postgresql_using")
+    ]
 
 
 def _current_schema(url: str) -> bool:
@@ -183,7 +229,7 @@ def _current_schema(url: str) -> bool:
                 if not found.has_table(table.name):
                     return False
                 names = {ix["name"] for ix in found.get_indexes(table.name)}
-                if any(ix.name not in names for ix in table.indexes):
+                if any(ix.name not in names for ix in _indexes(table, conn.dialect.name)):
                     return False
             return counters.installed(conn)
     finally:
@@ -232,30 +278,68 @@ def page_paths(engine: Engine) -> dict[str, str]:
             .order_by(flows.c.id)
             .limit(1)
         ).scalar_one()
-        newest = conn.execute(
-            select(func.max(flows.c.created_at)).where(flows.c.type == TYPE)
-        ).scalar_one()
+        oldest, newest = conn.execute(
+            select(func.min(flows.c.created_at), func.max(flows.c.created_at)).where(
+                flows.c.type == TYPE
+            )
+        ).one()
         record = conn.execute(select(flows.c.props).where(flows.c.id == completed)).scalar_one()
-    week_before = (newest - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
-    search = quote(f"my_record_id={record['my_record_id']}")
+    middle = oldest + (newest - oldest) / 2
+    week = timedelta(days=7)
+
+    def window(lo: Any, key: str = "created") -> str:
+        return f"{key}_from={_minute(lo)}&{key}_to={_minute(lo + week)}"
+
+    newest_week, middle_week, oldest_week = window(newest - week), window(middle), window(oldest)
     base = f"/flows/types/{TYPE}"
+    with engine.connect() as conn:
+        # The id at the bottom of the middle week's first page: its "Older" cursor.
+        in_middle = conn.execute(
+            select(flows.c.id)
+            .where(
+                flows.c.type == TYPE,
+                flows.c.created_at >= middle,
+                flows.c.created_at <= middle + week,
+            )
+            .order_by(flows.c.created_at.desc(), flows.c.id.desc())
+            .offset(20)
+            .limit(1)
+        ).scalar_one()
+    search = quote(f"my_record_id={record['my_record_id']}")
     return {
         "overview": "/flows/",
         "type list": base,
         "type list, state filter": f"{base}?state={FILTER_STATE}",
         "type list, errored only": f"{base}?errored=1",
         "type list, deep keyset page": f"{base}?before={deep}",
-        "type list, created in the last 7 days": f"{base}?created_from={week_before}",
+        "type list, created in the newest week": f"{base}?{newest_week}",
+        "type list, created in a middle week": f"{base}?{middle_week}",
+        "type list, created in the oldest week": f"{base}?{oldest_week}",
+        "type list, middle week, next page": f"{base}?{middle_week}&before={in_middle}",
+        "type list, middle week + state": f"{base}?{middle_week}&state={FILTER_STATE}",
+        "type list, middle week + errored": f"{base}?{middle_week}&errored=1",
+        "type list, updated in a middle week": f"{base}?{window(middle, 'updated')}",
+        "type list, updated middle week + state": (
+            f"{base}?{window(middle, 'updated')}&state={FILTER_STATE}"
+        ),
         "type list, prop search": f"{base}?q={search}",
         "type list, stalled only": f"{base}?stalled=1",
+        "type list, free-text search": f"{base}?q={quote(record['my_record_id'])}",
+        "type list, free-text search, no match": f"{base}?q=no-such-record",
+        "bulk-retry preview, middle week": f"{base}/bulk-retry?{middle_week}",
         "flow page": f"{base}/{completed}",
     }
+
+
+def _minute(at: Any) -> str:
+    return str(at.strftime("%Y-%m-%dT%H:%M"))
 
 
 def measure(app: Flask, db: SQLAlchemy, path: str, warmup: int, repeat: int) -> Measure:
     """Return the median server time of GET ``path`` and the statements of one request."""
     client = app.test_client()
-    rows = _get(client, path).count('<tr id="flow-')
+    body = _get(client, path)
+    rows = body.count('<tr id="flow-') or body.count('<td class="fs-num">')
     for _ in range(warmup):
         _get(client, path)
     samples = []
@@ -322,7 +406,7 @@ def run_backend(
             with app.app_context():
                 paths = page_paths(db.engine)
             results[n] = {}
-            for page in PAGES:
+            for page in pages(args):
                 m = measure(app, db, paths[page], args.warmup, args.repeat)
                 results[n][page] = m
                 print(
@@ -340,9 +424,17 @@ def run_backend(
     return results
 
 
+def pages(args: argparse.Namespace) -> list[str]:
+    """Return the pages to measure: every page, or those whose name contains ``--pages``."""
+    wanted = [w.strip() for w in (args.pages or "").split(",") if w.strip()]
+    return [p for p in PAGES if not wanted or any(w in p for w in wanted)]
+
+
 def _over_target(results: dict[int, dict[str, Measure]], sizes: Sequence[int]) -> list[str]:
     small, big = results[sizes[0]], results[sizes[-1]]
-    return [p for p in PAGES if big[p].median_ms > TARGET_RATIO * small[p].median_ms]
+    if len(sizes) < 2:
+        return []
+    return [p for p in big if big[p].median_ms > TARGET_RATIO * small[p].median_ms]
 
 
 def rerun(engine: Engine, st: Statement) -> Statement:
@@ -379,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, default=10, help="FLOWSTATE_PAGE_SIZE")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL databases")
     parser.add_argument("--data-dir", type=Path, help="where the SQLite files live (kept)")
+    parser.add_argument("--pages", help="comma-separated parts of page names (default: all)")
     args = parser.parse_args(argv)
     if args.sizes:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")]
@@ -403,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     rows = []
     for backend, results in all_results.items():
-        for page in PAGES:
+        for page in pages(args):
             a, b = results[small][page].median_ms, results[big][page].median_ms
             ratio = b / a
             rows.append(

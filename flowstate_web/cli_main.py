@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("huey").setLevel(logging.WARNING)  # one line per job is too chatty
-    url = f"http://{_url_host(args.host)}:{args.port}/"
+    url = f"http://{_url_host(args.host)}:{args.port}{app.config['FLOWSTATE_URL_PREFIX'].rstrip('/')}/"
     print(f"flowstate-web: admin at {url}", flush=True)
     if app.config.get("FLOWSTATE_PUBLIC"):
         print(

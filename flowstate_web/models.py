@@ -82,6 +82,10 @@ class FlowRow(Base):
         Index("ix_flowstate_flows_type_state_id", "type", "state", "id"),
         Index("ix_flowstate_flows_type_errored_id", "type", "errored", "id"),
         Index("ix_flowstate_flows_type_created_at", "type", "created_at"),
+        # A date range with a state / errored filter (the admin's lists and counts).
+        Index("ix_flowstate_flows_type_state_created_at", "type", "state", "created_at"),
+        Index("ix_flowstate_flows_type_errored_created_at", "type", "errored", "created_at"),
+        Index("ix_flowstate_flows_type_state_updated_at", "type", "state", "updated_at"),
         Index("ix_flowstate_flows_type_updated_at", "type", "updated_at"),
         Index("ix_flowstate_flows_errored_updated_at", "errored", "updated_at"),
         Index("ix_flowstate_flows_completed_at", "completed_at"),

@@ -282,9 +282,17 @@ def test_type_page_totals_from_counters_and_a_bounded_count(
     assert summary("?state=new").endswith(" 4 match the filter.")
     assert summary("?state=failed&errored=0").endswith(" 0 match the filter.")
     assert summary("?q=customer%3Dc0").endswith(" 3 match the filter.")
-    assert summary(f"?q={ids[0]}").endswith(" 1 matches the filter.")
+    assert summary(f"?q=%23{ids[0]}").endswith(" 1 matches the filter.")  # #id: the id only
+    # A bare number is an id or any numeric prop equal to it: every order has amount=1.
+    assert summary("?q=1").endswith(" 6 match the filter.")
     monkeypatch.setattr(queries, "COUNT_LIMIT", 2)
-    assert summary("?q=customer%3Dc0").endswith(" 2+ match the filter (counting stopped there).")
+    # A first page holding every match counts its own rows: exact, whatever the cap.
+    assert summary("?q=customer%3Dc0").endswith(" 3 match the filter.")
+    # Any other page asks the database, which stops counting at the cap.
+    older = f"&before={ids[-1] + 1}"
+    assert summary(f"?q=customer%3Dc0{older}").endswith(
+        " 2+ match the filter (counting stopped there)."
+    )
     assert summary("?state=new").endswith(" 4 match the filter.")  # counters: never capped
 
 

@@ -79,13 +79,15 @@ def create_blueprint(settings: Settings) -> Blueprint:
             response = Response(
                 render_template("flowstate/_alert.html", level="error", message=exc.description),
                 status=code,
+                mimetype="text/html",
             )
             # Keep the widget that asked; show the message in the page's alert area.
             response.headers["HX-Retarget"] = "#fs-alerts"
             response.headers["HX-Reswap"] = "innerHTML"
             return response
         html = render_template("flowstate/error.html", code=code, error=exc)
-        return Response(html, status=code)
+        # werkzeug's Response defaults to text/plain: with nosniff the page would be source.
+        return Response(html, status=code, mimetype="text/html")
 
     bp.context_processor(insight.context)
     views.register(bp, settings)

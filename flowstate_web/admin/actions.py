@@ -124,7 +124,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
                 level=level,
             )
             html = render_template("flowstate/_flow_panel.html", **context)
-        return Response(html, status=status)
+        return Response(html, status=status, mimetype="text/html")
 
     @bp.get("/types/<type_name>/bulk-retry")
     def bulk_retry_confirm(type_name: str) -> ResponseReturnValue:

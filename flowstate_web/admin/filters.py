@@ -8,6 +8,7 @@ live refresh re-fetches exactly the same view. Anything malformed raises ``BadRe
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -25,6 +26,8 @@ SEARCHABLE: Final[tuple[type, ...]] = (str, int, float, bool)
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _DATES: Final = ("created_from", "created_to", "updated_from", "updated_to")
+#: ``name=value`` names a prop when ``name`` looks like one; otherwise it is a bare value.
+_PROP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,10 @@ class ListFilter:
     q: str = ""
     flow_id: int | None = None
     prop: PropSearch | None = None
+    #: A bare value: flows whose id is ``flow_id`` or any of these props equals it.
+    anywhere: tuple[PropSearch, ...] = ()
+    #: ``q`` is a bare value (searched in every prop), not ``#id`` or ``name=value``.
+    free_text: bool = False
     before: int | None = None
     after: int | None = None
     live: bool = True
@@ -119,7 +126,7 @@ def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
     q = args.get("q", "").strip()
     if len(q) > MAX_TEXT:
         raise BadRequest(f"q: at most {MAX_TEXT} characters")
-    flow_id, prop = _search(q, cls)
+    flow_id, prop, anywhere = _search(q, cls)
     before, after = _cursor(args, "before"), _cursor(args, "after")
     if before is not None and after is not None:
         raise BadRequest("give either 'before' or 'after', not both")
@@ -129,6 +136,8 @@ def parse(args: MultiDict[str, str], cls: type[Flow]) -> ListFilter:
         q=q,
         flow_id=flow_id,
         prop=prop,
+        anywhere=anywhere,
+        free_text=bool(q) and prop is None and not q.startswith("#"),
         before=before,
         after=after,
         live=_flag(args, "live") is not False,
@@ -186,23 +195,56 @@ def _cursor(args: MultiDict[str, str], key: str) -> int | None:
     return value
 
 
-def _search(q: str, cls: type[Flow]) -> tuple[int | None, PropSearch | None]:
+def _search(
+    q: str, cls: type[Flow]
+) -> tuple[int | None, PropSearch | None, tuple[PropSearch, ...]]:
+    """Return (flow id, ``name=value`` prop, props a bare value may equal) of search ``q``.
+
+    ``#123`` is a flow id; ``name=value`` one declared prop (400 when ``name`` is not a
+    prop); anything else a bare value: the flow id when it is one, every string prop, and
+    every numeric prop where it parses as a number.
+    """
     if not q:
-        return None, None
-    if "=" not in q:
-        flow_id = parse_flow_id(q.removeprefix("#"))
+        return None, None, ()
+    if q.startswith("#"):
+        flow_id = parse_flow_id(q[1:])
         if flow_id is None:
-            raise BadRequest(f"q: search a flow id (123) or a prop (name=value), got {q[:40]!r}")
-        return flow_id, None
-    name, _, raw = (part.strip() for part in q.partition("="))
-    field = cls.prop_fields.get(name)
-    if field is None:
-        known = ", ".join(cls.prop_fields) or "none"
-        raise BadRequest(f"q: {cls.type_name} has no prop {name[:40]!r} (props: {known})")
-    kind = field.runtime_type
-    if kind not in SEARCHABLE:
-        raise BadRequest(f"q: prop {name!r} is a {kind.__name__}; only scalar props are searchable")
-    return None, PropSearch(name=name, value=_typed(raw, kind, name), kind=kind)
+            raise BadRequest(f"q: '#' is followed by a flow id (#123), got {q[:40]!r}")
+        return flow_id, None, ()
+    name, eq, raw = (part.strip() for part in q.partition("="))
+    # "name=value" with a name that could be a prop: a typo'd prop name gets a 400 naming
+    # the props; a value that merely holds "=" (base64 "abc==") is a bare value.
+    if eq and _PROP_NAME.fullmatch(name) and (name in cls.prop_fields or "=" not in raw):
+        field = cls.prop_fields.get(name)
+        if field is None:
+            known = ", ".join(cls.prop_fields) or "none"
+            raise BadRequest(
+                f"q: {cls.type_name} has no prop {name[:40]!r} (props: {known});"
+                " search a bare value to look in every prop"
+            )
+        kind = field.runtime_type
+        if kind not in SEARCHABLE:
+            raise BadRequest(
+                f"q: prop {name!r} is a {kind.__name__}; only scalar props are searchable"
+            )
+        return None, PropSearch(name=name, value=_typed(raw, kind, name), kind=kind), ()
+    return parse_flow_id(q), None, _anywhere(q, cls)
+
+
+def _anywhere(value: str, cls: type[Flow]) -> tuple[PropSearch, ...]:
+    """Return one search per prop of ``cls`` that ``value`` can equal (never bool props)."""
+    found: list[PropSearch] = []
+    for name, field in cls.prop_fields.items():
+        kind = field.runtime_type
+        if kind is str:
+            found.append(PropSearch(name=name, value=value, kind=str))
+        elif kind in (int, float):
+            try:
+                typed = _typed(value, kind, name)
+            except BadRequest:
+                continue
+            found.append(PropSearch(name=name, value=typed, kind=kind))
+    return tuple(found)
 
 
 def _typed(raw: str, kind: type, name: str) -> str | int | float | bool:
@@ -214,7 +256,10 @@ def _typed(raw: str, kind: type, name: str) -> str | int | float | bool:
                 return False
             raise ValueError(raw)
         if kind is int:
-            return int(raw)
+            number = int(raw)
+            if not -(2**63) <= number < 2**63:  # the engine stores 64-bit integers only
+                raise ValueError(raw)
+            return number
         if kind is float:
             value = float(raw)
             if not math.isfinite(value):

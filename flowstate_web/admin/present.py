@@ -13,11 +13,13 @@ from .._values import clean_text, cut
 from ..graph import FlowGraph, TransitionSpec
 from ..records import ArtefactEntry, HistoryEntry, utc
 from ..registry import find_flow_type, flow_types
-from .queries import Matching, OldestErrored, StateCount
+from .queries import COUNT_LIMIT, Matching, OldestErrored, StateCount
 from .stored import Decoded, StoredText, Unreadable, decode
 
 if TYPE_CHECKING:
     from ..flow import Flow
+
+__all__ = ["COUNT_LIMIT"]  # templates: a filtered count above it stopped counting
 
 
 def now() -> datetime:

@@ -23,7 +23,9 @@ from sqlalchemy import (
     func,
     literal,
     not_,
+    or_,
     select,
+    tuple_,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -65,6 +67,8 @@ class Page:
     rows: Sequence[Row[Any]]
     older: int | None  # ``before=`` cursor of the next (older) page
     newer: int | None  # ``after=`` cursor of the previous (newer) page
+    #: Set when a search only looked at the newest this many flows (SQLite, no props index).
+    scan_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,9 @@ class Matching:
 
 #: A filtered count that the counters cannot answer stops at this many rows.
 COUNT_LIMIT: Final = 1_000
+#: On SQLite (no index on props) a search reads at most the newest this many flows that
+#: match the other filters; PostgreSQL uses the GIN index on ``props`` instead.
+SQLITE_SEARCH_LIMIT: Final = 50_000
 
 
 def state_counts(session: Session, type_name: str | None = None) -> Counts:
@@ -167,11 +174,13 @@ def matching(
     f: ListFilter,
     counts: Mapping[str, int],
     errored: Mapping[str, int],
+    floor: int | None = None,
 ) -> Matching:
     """Return how many flows of ``type_name`` match ``f``.
 
     From ``counts``/``errored`` (no statement) when only states and errored narrow the
     list; otherwise counted, but at most :data:`COUNT_LIMIT` rows are read.
+    ``floor``: see :func:`search_floor`.
     """
     if counted_by_state(f):
         states = f.states or tuple(counts)
@@ -183,7 +192,7 @@ def matching(
     capped = (
         select(literal(1))
         .select_from(flows)
-        .where(*conditions(session, type_name, f))
+        .where(*conditions(session, type_name, f, floor))
         .limit(COUNT_LIMIT + 1)
         .subquery()
     )
@@ -193,8 +202,31 @@ def matching(
     return Matching(n)
 
 
-def conditions(session: Session, type_name: str, f: ListFilter) -> list[ColumnElement[bool]]:
-    """Return the WHERE conditions of ``f`` on flows of ``type_name`` (no cursor)."""
+def conditions(
+    session: Session, type_name: str, f: ListFilter, floor: int | None = None
+) -> list[ColumnElement[bool]]:
+    """Return the WHERE conditions of ``f`` on flows of ``type_name`` (no cursor).
+
+    :param floor: a prop search only looks at flows with an id from here on (a flow id
+        searched for is still found below it); see :func:`search_floor`.
+    """
+    where = _filters(type_name, f)
+    found: list[ColumnElement[bool]] = []
+    if f.flow_id is not None:
+        found.append(flows.c.id == f.flow_id)
+    props = [f.prop] if f.prop is not None else list(f.anywhere)
+    if props:
+        by_prop = or_(*(_prop_matches(session, p) for p in props))
+        found.append(by_prop if floor is None else and_(flows.c.id >= floor, by_prop))
+    if found:
+        where.append(or_(*found))
+    elif f.q:
+        where.append(false())  # a bare value no prop of this type can hold
+    return where
+
+
+def _filters(type_name: str, f: ListFilter) -> list[ColumnElement[bool]]:
+    """Return the conditions of ``f`` except its search."""
     where: list[ColumnElement[bool]] = [flows.c.type == type_name]
     if f.states:
         where.append(flows.c.state.in_(f.states))
@@ -208,10 +240,6 @@ def conditions(session: Session, type_name: str, f: ListFilter) -> list[ColumnEl
         where.append(flows.c.updated_at >= f.updated_from)
     if f.updated_to is not None:
         where.append(flows.c.updated_at <= f.updated_to)
-    if f.flow_id is not None:
-        where.append(flows.c.id == f.flow_id)
-    if f.prop is not None:
-        where.append(_prop_matches(session, f.prop))
     if f.stalled is not None:
         where.append(_stalled(type_name, f))
     return where
@@ -223,10 +251,33 @@ def _stalled(type_name: str, f: ListFilter) -> ColumnElement[bool]:
     return found if f.stalled else not_(found)
 
 
+def search_floor(session: Session, type_name: str, f: ListFilter) -> int | None:
+    """Return the lowest id a prop search of ``f`` looks at, or ``None`` for all of them.
+
+    Only on SQLite, which cannot index JSON props: the id of the
+    :data:`SQLITE_SEARCH_LIMIT`-th newest flow matching the other filters, so a search
+    reads a bounded number of rows (``None`` when fewer flows match). PostgreSQL searches
+    through the GIN index on ``props`` and is never capped.
+    """
+    if not (f.prop or f.anywhere) or session.get_bind().dialect.name == "postgresql":
+        return None
+    q = (
+        select(flows.c.id)
+        .where(*_filters(type_name, f))
+        .order_by(flows.c.id.desc())
+        .offset(SQLITE_SEARCH_LIMIT - 1)
+        .limit(1)
+    )
+    floor: int | None = session.execute(q).scalar_one_or_none()
+    return floor
+
+
 def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
         # JSONB containment compares typed JSON values (1 == 1.0, "1" != 1) and never
         # casts the value, so a row holding an unexpected type cannot make the query fail.
+        # It is answered by the GIN index ix_flowstate_flows_props (jsonb_path_ops); a
+        # bare value ORs one containment per prop, which PostgreSQL runs as a BitmapOr.
         return cast(flows.c.props, JSONB).contains({prop.name: prop.value})
     element = flows.c.props[prop.name]
     typed: ColumnElement[Any]
@@ -243,28 +294,71 @@ def _prop_matches(session: Session, prop: PropSearch) -> ColumnElement[bool]:
     return case((func.json_valid(flows.c.props) == 1, typed), else_=None) == prop.value
 
 
-def list_page(session: Session, type_name: str, f: ListFilter, size: int) -> Page:
-    """Return one page of flows matching ``f``, by keyset on the id (never OFFSET)."""
+def order_column(f: ListFilter) -> Any:
+    """Return the timestamp a date-range list is ordered by (``None``: by id).
+
+    A created (else updated) range lists by that timestamp, newest first, so the
+    (type, created_at) / (type, updated_at) index starts at the window instead of walking
+    the primary key down to it.
+    """
+    if f.created_from is not None or f.created_to is not None:
+        return flows.c.created_at
+    if f.updated_from is not None or f.updated_to is not None:
+        return flows.c.updated_at
+    return None
+
+
+def list_page(
+    session: Session, type_name: str, f: ListFilter, size: int, floor: int | None = None
+) -> Page:
+    """Return one page of flows matching ``f``, by keyset (never OFFSET), newest first.
+
+    The keyset is the id, or (timestamp, id) under a date range (:func:`order_column`);
+    cursors are flow ids either way, the cursor flow's timestamp is read by its id.
+    """
     # Props as stored text (decoded by the page): a row the driver cannot decode stays listed.
-    q = select(*FLOW_COLUMNS).where(and_(*conditions(session, type_name, f))).limit(size + 1)
+    q = select(*FLOW_COLUMNS).where(and_(*conditions(session, type_name, f, floor)))
+    q = q.limit(size + 1)
+    limit = SQLITE_SEARCH_LIMIT if floor is not None else None
+    col = order_column(f)
+    key: Any = flows.c.id if col is None else tuple_(col, flows.c.id)
+    order = [flows.c.id] if col is None else [col, flows.c.id]
+
+    def cursor(flow_id: int) -> Any:
+        if col is None:
+            return flow_id
+        at = session.execute(select(col).where(flows.c.id == flow_id)).scalar_one_or_none()
+        # A cursor flow deleted meanwhile: continue from its id alone.
+        return flow_id if at is None else tuple_(literal(at, col.type), literal(flow_id))
+
+    def past(value: Any, older: bool) -> ColumnElement[bool]:
+        if col is not None and not isinstance(value, int):
+            cmp: ColumnElement[bool] = key < value if older else key > value
+        else:
+            cmp = flows.c.id < value if older else flows.c.id > value
+        return cmp
+
     if f.after is not None:
-        rows = list(session.execute(q.where(flows.c.id > f.after).order_by(flows.c.id.asc())))
+        asc = q.where(past(cursor(f.after), older=False)).order_by(*(c.asc() for c in order))
+        rows = list(session.execute(asc))
         more_newer = len(rows) > size
         rows = rows[:size][::-1]
         return Page(
             rows=rows,
             older=rows[-1].id if rows else f.after + 1,
             newer=rows[0].id if rows and more_newer else None,
+            scan_limit=limit,
         )
     if f.before is not None:
-        q = q.where(flows.c.id < f.before)
-    rows = list(session.execute(q.order_by(flows.c.id.desc())))
+        q = q.where(past(cursor(f.before), older=True))
+    rows = list(session.execute(q.order_by(*(c.desc() for c in order))))
     more_older = len(rows) > size
     rows = rows[:size]
     return Page(
         rows=rows,
         older=rows[-1].id if rows and more_older else None,
         newer=(rows[0].id if rows else f.before - 1) if f.before is not None else None,
+        scan_limit=limit,
     )
 
 
@@ -281,9 +375,11 @@ def artefact_counts(session: Session, flow_ids: Sequence[int]) -> dict[int, int]
 
 
 def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[str, int]:
-    """Return how many errored flows match ``f``, per state (the bulk retry's COUNT).
+    """Return how many errored flows match ``f``, per state (the bulk retry's preview).
 
-    From the counters when only states narrow the list, else counted from the flows.
+    From the counters when only states narrow the list (exact); else counted from the
+    flows, reading at most :data:`COUNT_LIMIT` + 1 rows: a total above :data:`COUNT_LIMIT`
+    means "more than that".
     """
     if counted_by_state(f) and counters.ready(session):
         c = state_counts_table.c
@@ -293,7 +389,8 @@ def errored_by_state(session: Session, type_name: str, f: ListFilter) -> dict[st
         found = session.execute(q.group_by(c.state))
         return {state: int(n) for state, n in found if n}
     where = conditions(session, type_name, f.for_bulk())
-    q = select(flows.c.state, func.count()).where(*where).group_by(flows.c.state)
+    first = select(flows.c.state).where(*where).limit(COUNT_LIMIT + 1).subquery()
+    q = select(first.c.state, func.count()).group_by(first.c.state)
     return {state: n for state, n in session.execute(q)}
 
 

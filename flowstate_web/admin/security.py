@@ -109,7 +109,9 @@ def check_csrf() -> None:
     try:
         validate_csrf(token)
     except ValidationError as exc:
-        raise BadRequest(f"CSRF check failed: {exc}. Reload the page and try again.") from None
+        raise BadRequest(
+            f"CSRF check failed: {str(exc).rstrip('.')}. Reload the page and try again."
+        ) from None
 
 
 def add_headers(response: Response, *, static: bool = False) -> Response:

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 DIAGRAM_FORMATS: Final[dict[str, tuple[str, str]]] = {
     "svg": ("image/svg+xml", "svg"),
     "png": ("image/png", "png"),
-    "dot": ("text/vnd.graphviz; charset=utf-8", "dot"),
-    "mermaid": ("text/plain; charset=utf-8", "mmd"),
+    # werkzeug adds "; charset=utf-8" to text/* mimetypes itself.
+    "dot": ("text/vnd.graphviz", "dot"),
+    "mermaid": ("text/plain", "mmd"),
 }
 
 
@@ -78,6 +79,26 @@ def type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int], bool]:
     )
 
 
+def matching_count(
+    type_name: str,
+    f: filters.ListFilter,
+    page: queries.Page,
+    counts: Mapping[str, int],
+    errored: Mapping[str, int],
+    floor: int | None,
+) -> queries.Matching | None:
+    """Return how many flows match an active filter (``None`` when nothing filters).
+
+    A first page with no older page holds every match: count its rows instead of asking
+    the database again (a search on SQLite would read its rows a second time).
+    """
+    if not f.active:
+        return None
+    if f.before is None and f.after is None and page.older is None:
+        return queries.Matching(len(page.rows))
+    return queries.matching(session(), type_name, f, counts, errored, floor)
+
+
 def register(bp: Blueprint, settings: Settings) -> None:
     """Add the read-only routes to ``bp``."""
 
@@ -120,8 +141,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.args, cls)
         counts, errored, scanned = type_counts(type_name)
         stalled = queries.stalled_by_state(session(), type_name, counts, errored)
-        listing = queries.stalled_page if f.stalled else queries.list_page
-        page = listing(session(), type_name, f, settings.page_size)
+        floor = queries.search_floor(session(), type_name, f)
+        if f.stalled:
+            page = queries.stalled_page(session(), type_name, f, settings.page_size)
+        else:
+            page = queries.list_page(session(), type_name, f, settings.page_size, floor)
         context: dict[str, Any] = {
             "cls": cls,
             "graph": cls.graph(),
@@ -133,10 +157,8 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "stalled_counts": stalled,
             "matching": (
                 queries.stalled_matching(f, stalled)
-                or queries.matching(session(), type_name, f, counts, errored)
-            )
-            if f.active
-            else None,
+                or matching_count(type_name, f, page, counts, errored, floor)
+            ),
             "scanned": scanned,
             "artefact_counts": queries.artefact_counts(session(), [r.id for r in page.rows]),
             "back": request.full_path,

@@ -25,6 +25,10 @@ _FONT: Final = "Helvetica,Arial,sans-serif"
 #: Figure spaces: an invisible second line in every state's label, reserving room that
 #: :func:`~flowstate_web.diagrams.overlay.overlay_counts` fills in without re-running dot.
 COUNT_PLACEHOLDER: Final = "\u2007" * 14
+#: Figure spaces after every transition name, reserving room for the times sign and count that
+#: :func:`~flowstate_web.diagrams.overlay.overlay_instance` writes there, so a repeated
+#: transition's label is never drawn over its neighbour's.
+TIMES_PLACEHOLDER: Final = "\u2007" * 4
 
 DEFAULT_STYLES: Final[Styles] = MappingProxyType(
     {
@@ -136,8 +140,11 @@ def _state_roles(spec: StateSpec, dead_ends: tuple[str, ...]) -> list[str]:
     return roles
 
 
-def _edge_label(t: TransitionSpec, times: int) -> str:
-    lines = [t.name if times < 2 else f"{t.name} {TIMES}{times}"]
+def _edge_label(t: TransitionSpec, times: int, reserve: bool) -> str:
+    if times >= 2:
+        lines = [f"{t.name} {TIMES}{times}"]
+    else:
+        lines = [t.name + (TIMES_PLACEHOLDER if reserve else "")]
     if t.guard:
         lines.append(f"[{t.guard}]")
     if t.persists:
@@ -206,7 +213,7 @@ def build_digraph(
             attrs = merge_styles(styles, *roles)
             edge_class = "transition" + "".join(f" {r}" for r in roles)
             attrs.update({"id": edge_dom_id(t.name, src), "class": edge_class,
-                          "label": _edge_label(t, times)})  # fmt: skip
+                          "label": _edge_label(t, times, reserve_count_line)})  # fmt: skip
             if t.doc:
                 attrs["tooltip"] = label(t.doc)
             g.body.append(_edge_stmt(ids.get(src, src), ids.get(t.target, t.target), attrs))
@@ -232,7 +239,8 @@ def build_dot(
     :param state_url: maps a state name to the URL its node links to (``target=_top``).
     :param styles: Graphviz attributes per role, see :data:`DEFAULT_STYLES`.
     :param reserve_count_line: add the invisible second label line that
-        :func:`~flowstate_web.diagrams.overlay.overlay_counts` writes counts into.
+        :func:`~flowstate_web.diagrams.overlay.overlay_counts` writes counts into, and
+        the invisible room after each transition name for the instance overlay's count.
     :param current: bake an instance's current state into the DOT (static exports; pages
         use :func:`~flowstate_web.diagrams.overlay.overlay_instance` on the cached SVG).
     :param traversed: ``{(transition, from_state, to_state): times}`` to bake in likewise.

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from .dot import INITIAL_EDGE_ID, TIMES, edge_dom_id, state_dom_id
+from .dot import INITIAL_EDGE_ID, TIMES, TIMES_PLACEHOLDER, edge_dom_id, state_dom_id
 
 SVG_NS: Final = "http://www.w3.org/2000/svg"
 XLINK_NS: Final = "http://www.w3.org/1999/xlink"
@@ -38,6 +38,18 @@ class _Svg:
             have = el.get("class", "").split()
             el.set("class", " ".join(have + [c for c in classes if c not in have]))
         return el
+
+    def drop_reserved_room(self) -> None:
+        """Remove the figure spaces dot kept after transition names (TIMES_PLACEHOLDER).
+
+        The label stays where dot put it, now centred on the name; the times sign and count go into
+        that room.
+        """
+        for g in self.by_id.values():
+            if "edge" in g.get("class", "").split():
+                texts = _texts(g)
+                if texts and texts[0].text:
+                    texts[0].text = texts[0].text.rstrip(TIMES_PLACEHOLDER[0])
 
     def serialize(self) -> str:
         self.root.set("xmlns", SVG_NS)
@@ -68,6 +80,7 @@ def overlay_counts(
     """
     errored = errored or {}
     doc = _Svg(svg)
+    doc.drop_reserved_room()
     for state in sorted(set(counts) | set(errored)):
         n, e = int(counts.get(state, 0)), int(errored.get(state, 0))
         if n <= 0 and e <= 0:
@@ -105,6 +118,7 @@ def overlay_instance(
         (``<tspan class="times">``) after the transition name; their states get ``visited``.
     """
     doc = _Svg(svg)
+    doc.drop_reserved_room()
     per_edge: dict[tuple[str, str], int] = {}
     states: set[str] = set() if current is None else {current}
     for (t_name, src, dst), times in traversed.items():

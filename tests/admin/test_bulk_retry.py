@@ -31,7 +31,8 @@ def test_confirm_page_counts_first(admin: Flask, web: FlaskClient) -> None:
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "<b>3</b> errored flows match" in html
-    assert "Retry 3 flows" in html
+    # The button promises no number: flows errored meanwhile are retried too.
+    assert "Retry the errored flows matching this filter</button>" in html
     assert '<input type="hidden" name="errored" value="1">' in html
     assert all(f.state == "failed" for f in map(SimpleRetryFlow.get, range(1, 4)))
 
@@ -42,6 +43,28 @@ def test_confirm_page_applies_the_filter(admin: Flask, web: FlaskClient) -> None
     html = web.get(f"{SIMPLE}?q={a.id}").get_data(as_text=True)
     assert "<b>1</b> errored flow matches" in html
     assert f'<input type="hidden" name="q" value="{a.id}">' in html
+
+
+def test_confirm_page_count_under_a_date_range_stops_counting(
+    admin: Flask, web: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowstate_web.admin import present, queries
+
+    monkeypatch.setattr(queries, "COUNT_LIMIT", 2)
+    monkeypatch.setattr(present, "COUNT_LIMIT", 2)
+    for i in range(4):
+        errored_simple(f"s{i}")
+    seen: list[str] = []
+    engine = admin.extensions["sqlalchemy"].engine
+    listener = lambda *args: seen.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        html = web.get(f"{SIMPLE}?created_from=2000-01-01").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert "More than <b>2</b> errored flows match" in html
+    assert '<td class="fs-num">3+</td>' in html  # the first 3 read, all in "failed"
+    assert any("LIMIT" in sql.upper() and "GROUP BY" in sql.upper() for sql in seen)
 
 
 def test_bulk_retry_retries_every_match_and_reports(admin: Flask, web: FlaskClient) -> None:

@@ -45,6 +45,27 @@ def test_rows_show_state_props_error_age_artefacts_and_retry(
     assert "Retry" not in plain_row[: plain_row.index("</tr>")]
 
 
+def row_of(html: str, flow_id: int) -> str:
+    row = html[html.index(f'id="flow-{flow_id}"') :]
+    return row[: row.index("</tr>")]
+
+
+def test_a_recovered_flow_does_not_show_its_old_error_as_current(
+    admin: Flask, web: FlaskClient
+) -> None:
+    recovered = errored_branchy("recovered-one")
+    recovered.run("retry_work")
+    recovered.run("finish")
+    still = errored_branchy("still-broken")
+    html = web.get(PAGE).get_data(as_text=True)
+    done = row_of(html, recovered.id)
+    visible = re.sub(r"<[^>]*>", " ", done)  # the tooltip may keep it, the cell does not
+    assert "upstream said no" not in visible
+    assert "earlier error, recovered" in visible
+    assert "upstream said no for still-broken" in row_of(html, still.id)
+    assert "earlier error" not in row_of(html, still.id)
+
+
 def test_diagram_with_counts_and_downloads(admin: Flask, web: FlaskClient) -> None:
     BranchyFlow.create(ref="a")
     html = web.get(PAGE).get_data(as_text=True)
@@ -128,6 +149,51 @@ def test_search_by_id_and_by_prop(admin: Flask, web: FlaskClient) -> None:
     assert ids(web.get(f"{PAGE}?q=ref%3Dx%27%20OR%20%271%27%3D%271").get_data(as_text=True)) == []
 
 
+def test_bare_value_searches_every_prop_and_the_id(admin: Flask, web: FlaskClient) -> None:
+    a = BranchyFlow.create(ref="rec_8755cc56", count=7, ratio=2.5)
+    b = BranchyFlow.create(ref="7", count=3)
+    c = BranchyFlow.create(ref="other", count=0, ratio=7.0)
+    BranchyFlow.create(ref="rec_8755cc5", count=70)  # close is not equal
+
+    def found(q: str) -> list[int]:
+        response = web.get(PAGE, query_string={"q": q})
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        return ids(response.get_data(as_text=True))
+
+    assert found("rec_8755cc56") == [a.id]  # a string prop, without naming it
+    assert found(" rec_8755cc56 ") == [a.id]
+    assert found("7") == sorted([a.id, b.id, c.id], reverse=True)  # int, str and float props
+    assert found("2.5") == [a.id]  # only the float prop can hold it
+    assert found(str(b.id)) == [b.id]  # the flow id too
+    assert found("nothing-like-it") == []
+    assert found("abc==") == []  # base64-like: "abc=" is no prop name, so a bare value
+    page = web.get(PAGE, query_string={"q": "rec_8755cc56"}).get_data(as_text=True)
+    assert "1</b> matches the filter" in page
+
+
+def test_search_on_sqlite_reads_a_bounded_number_of_rows(
+    admin: Flask, web: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowstate_web.admin import queries
+
+    old = BranchyFlow.create(ref="needle")
+    newer = [BranchyFlow.create(ref=f"hay{i}") for i in range(3)]
+    fresh = BranchyFlow.create(ref="needle")
+    monkeypatch.setattr(queries, "SQLITE_SEARCH_LIMIT", 3)
+    html = web.get(PAGE, query_string={"q": "needle"}).get_data(as_text=True)
+    if admin.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        assert ids(html) == [fresh.id]  # the older match is past the newest 3
+        assert "searched the newest 3 flows" in html, html
+        # A flow id is still found however old.
+        assert ids(web.get(PAGE, query_string={"q": str(old.id)}).get_data(as_text=True)) == [
+            old.id
+        ]
+    else:  # the GIN index answers: never capped
+        assert ids(html) == [fresh.id, old.id]
+        assert "searched the newest" not in html
+    assert newer
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -135,7 +201,7 @@ def test_search_by_id_and_by_prop(admin: Flask, web: FlaskClient) -> None:
         ("q=extra%3D1", "only scalar props"),
         ("q=count%3Dabc", "is a int"),
         ("q=ratio%3Dnan", "is a float"),
-        ("q=hello", "search a flow id"),
+        ("q=%23abc", "flow id"),
         ("created_from=yesterday", "created_from"),
         ("updated_to=2024-13-01", "updated_to"),
         ("created_from=2024-02-01&created_to=2024-01-01", "is after"),
@@ -210,3 +276,13 @@ def test_unknown_type_is_404(admin: Flask, web: FlaskClient) -> None:
     response = web.get(ADMIN + "/types/NoSuchFlow")
     assert response.status_code == 404
     assert "No flow type" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mimetype"), [("dot", "text/vnd.graphviz"), ("mermaid", "text/plain")]
+)
+def test_text_downloads_name_their_charset_once(
+    admin: Flask, web: FlaskClient, fmt: str, mimetype: str
+) -> None:
+    response = web.get(f"{PAGE}/diagram.{fmt}")
+    assert response.headers["Content-Type"] == f"{mimetype}; charset=utf-8"

@@ -124,7 +124,9 @@ def test_missing_or_wrong_csrf_is_400(admin: Flask, web: FlaskClient, token: str
     data = {"transition": "retry_work"} | ({} if token is None else {"csrf_token": token})
     response = web.post(retry_url(flow.id), data=data)
     assert response.status_code == 400
-    assert "CSRF" in response.get_data(as_text=True)
+    text = response.get_data(as_text=True)
+    assert "CSRF" in text
+    assert ".. Reload" not in text and ". Reload the page" in text  # one full stop
     assert BranchyFlow.get(flow.id).state == "broken"
 
 
