@@ -122,8 +122,15 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
     return _own(sess, work)
 
 
+#: Flow ids are 64-bit: a larger one names no flow (and must not reach the driver, which
+#: raises ``OverflowError`` on SQLite and aborts the transaction on PostgreSQL).
+MAX_FLOW_ID: Final = 2**63 - 1
+
+
 def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
     """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
+    if isinstance(flow_id, int) and not -MAX_FLOW_ID - 1 <= flow_id <= MAX_FLOW_ID:
+        return None
     return _fastpath.on(sess).select_flow(flow_id, type_name)
 
 

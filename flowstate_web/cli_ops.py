@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .flow import Flow
 
 MAX_LIMIT: Final = 10_000
+#: A flow id on the command line: 64-bit like the column (a larger one is a usage error).
+FLOW_ID: Final = click.IntRange(1, 2**63 - 1)
 
 
 def session() -> Session:
@@ -166,7 +168,7 @@ def date_options(fn: Any) -> Any:
 @click.option("--errored/--not-errored", default=None, help="only errored (or non-errored)")
 @date_options
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True)
-@click.option("--before", type=click.IntRange(min=1), default=None, help="ids below this only")
+@click.option("--before", type=FLOW_ID, default=None, help="ids below this only")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.argument("props", nargs=-1, metavar="[PROP=VALUE]")
 @with_appcontext
@@ -233,7 +235,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 @click.command("show")
-@click.argument("flow_id", type=click.IntRange(min=1))
+@click.argument("flow_id", type=FLOW_ID)
 @click.option(
     "--history",
     "history_limit",

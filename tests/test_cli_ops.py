@@ -138,6 +138,7 @@ def test_list_is_bounded_and_pages_by_keyset(app: Flask, runner: FlaskCliRunner)
         (["--type", "tests.Order", "a=1", "b=2"], "at most one prop=value"),
         (["--created-from", "yesterday"], "created_from: expected a date"),
         (["--limit", "0"], "--limit"),
+        (["--before", str(2**64)], "--before"),
     ],
 )
 def test_list_usage_errors_exit_2(
@@ -190,6 +191,9 @@ def test_show_a_missing_flow_exits_1(app: Flask, runner: FlaskCliRunner) -> None
     assert result.exit_code == 1
     assert "no flow #999999" in result.output
     assert invoke(runner, "show", "abc").exit_code == 2
+    past_64_bits = invoke(runner, "show", str(2**63))  # a usage error, not a driver traceback
+    assert past_64_bits.exit_code == 2, past_64_bits.output
+    assert "is not in the range" in past_64_bits.output
 
 
 # -- retry -----------------------------------------------------------------------------------
@@ -323,6 +327,7 @@ def test_bulk_retry_one_failing_flow_rolls_back_alone(app: Flask, runner: FlaskC
         (["--type", "nope", "--errored"], "no flow type 'nope'"),
         (["1", "--reason", "x" * 2001], "--reason: at most 2000"),
         (["1", "--actor", " "], "--actor is empty"),
+        ([str(2**64)], "is not in the range"),
     ],
 )
 def test_retry_usage_errors_exit_2(
