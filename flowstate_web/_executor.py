@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from . import _fastpath, _values
 from ._props import check_props, merged_props
-from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
+from ._tx import AnySession, caller_owns, defer_until_commit, on_rollback, resolve_session
 from .errors import (
     ConcurrentTransitionError,
     FlowNotFoundError,
@@ -180,10 +180,19 @@ def execute(
         return _write(sess, db, flow, t, value, info, error)
 
     try:
-        return _own(sess, work)
+        result = _own(sess, work)
     except BaseException:
         flow._discard(read[0] if read else None)
         raise
+    _undo_with_callers_rollback(sess, flow, read)
+    return result
+
+
+def _undo_with_callers_rollback(sess: Session, flow: Flow, read: list[Mapping[str, Any]]) -> None:
+    """In the caller's transaction: if it rolls back, ``flow`` shows the row read before."""
+    if read and caller_owns(sess):
+        before = read[0]
+        on_rollback(sess, lambda: flow._discard(before))
 
 
 def guard_passes(flow: Flow, t: Transition[Any, Any, Any]) -> bool:
@@ -284,10 +293,13 @@ def save(flow: Flow, info: RunInfo) -> HistoryEntry | None:
         )
 
     try:
-        return _own(sess, work)
+        result = _own(sess, work)
     except BaseException:
         flow._discard(read[0] if read else None)
         raise
+    if result is not None:
+        _undo_with_callers_rollback(sess, flow, read)
+    return result
 
 
 def _insert_history(
