@@ -239,9 +239,17 @@ class Flow(metaclass=_FlowMeta):
 
     @property
     def props(self) -> Mapping[str, Any]:
-        """Return the props (stored, with this instance's staged edits on top), read-only."""
-        staged = self._staged
-        return MappingProxyType({**self._props, **staged} if staged else self._props)
+        """Return the props (stored, with this instance's staged edits on top), read-only.
+
+        ``dict`` and ``list`` values are copies, as through the accessors: changing one
+        changes neither the flow nor what its guards see.
+        """
+        return MappingProxyType(
+            {
+                name: copy.deepcopy(value) if isinstance(value, dict | list) else value
+                for name, value in {**self._props, **self._staged}.items()
+            }
+        )
 
     @property
     def staged(self) -> Mapping[str, Any]:

@@ -134,6 +134,10 @@ def test_containers_are_read_as_copies(app: Any) -> None:
     mine.append("later")  # the staged value is a copy too
     flow.start()
     assert committed(flow).tags == ["y"]
+    flow.props["tags"].append(1)  # through the read-only view: a copy too
+    flow.props["extra"]["k"] = "v"
+    assert (flow.tags, flow.extra) == (["y"], {})
+    assert flow.props["tags"] == ["y"]
 
 
 def test_update_stages_several_and_names_every_problem(app: Any) -> None:
