@@ -181,6 +181,16 @@ class Flow(metaclass=_FlowMeta):
             else:
                 raise AttributeError(self._read_only(name))
 
+        def __delattr__(self, name: str) -> None:
+            if name.startswith("_") and name not in _RESERVED:
+                object.__delattr__(self, name)
+            elif name in self.prop_fields:
+                raise AttributeError(
+                    f"{self.type_name} #{self.id}: prop {name!r} cannot be deleted; assign a value"
+                )
+            else:  # ``del flow.state`` would leave an instance that fails on every read
+                raise AttributeError(self._read_only(name))
+
     def _read_only(self, name: str) -> str:
         where = f"{self.type_name} #{self.__dict__.get('id', '?')}"
         if name in _ROW_ATTRIBUTES:

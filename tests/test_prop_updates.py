@@ -401,7 +401,16 @@ def test_row_attributes_are_read_only(app: Any, name: str) -> None:
     before = getattr(flow, name)
     with pytest.raises(AttributeError, match=r"read-only.*transition"):
         setattr(flow, name, "x")
+    with pytest.raises(AttributeError, match=r"read-only.*transition"):
+        delattr(flow, name)
     assert getattr(flow, name) == before
+
+
+def test_a_prop_cannot_be_deleted(app: Any) -> None:
+    flow = Ticket.create(title="a")
+    with pytest.raises(AttributeError, match=r"tests\.Ticket #\d+: prop 'title' cannot be deleted"):
+        del flow.title
+    assert flow.title == "a"
 
 
 def test_refresh_shows_another_sessions_transition(app: Any, db: SQLAlchemy) -> None:
