@@ -364,10 +364,13 @@ class Flow(metaclass=_FlowMeta):
             )
         if t.guard is None:
             return None
+        staged = dict(self._staged)
         try:
             ok = _executor.guard_passes(self, t)
         except Exception as exc:
             return f"guard {t.guard_name} raised {type(exc).__name__}: {exc}"
+        finally:  # a guard that assigns a prop must not stage it by being asked
+            self.__dict__["_staged"] = staged
         return None if ok else f"guard {t.guard_name} returned False"
 
     def retry_transitions(self) -> tuple[TransitionSpec, ...]:
