@@ -13,8 +13,9 @@ page, and combined with the state filter and with errored only; a 7-day updated 
 the middle, alone and with the state filter; a prop search (``q=my_record_id=...``, one
 match); stalled flows only (``stalled=1``: flows past their state's timeout; the seeded
 in-progress flows are days old, so nearly all of them are); a free-text search of the
-same value (every prop and the id), and of a value nothing holds; the bulk-retry preview of the middle week; one completed flow's page
-(history, artefact, diagram). Lists show ``--page-size`` rows (default 10,
+same value (every prop and the id), and of a value nothing holds; the bulk-retry preview of
+the middle week; one completed flow's page (history, artefact, diagram). Lists show
+``--page-size`` rows (default 10,
 ``FLOWSTATE_PAGE_SIZE``): small enough that most lists are a full page at 1,000 flows too,
 so both sizes render the same rows (the ``rows`` column) and only the database's share of
 the work can differ. A week of one state (or of

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from . import _fastpath, _values
 from . import outbox as _outbox
 from ._props import check_props, merged_props
-from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
+from ._tx import AnySession, caller_owns, defer_until_commit, on_rollback, resolve_session
 from ._values import MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE
 from ._values import MAX_TRACEBACK as MAX_TRACEBACK
 from .errors import (
@@ -121,8 +121,15 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
     return _own(sess, work)
 
 
+#: Flow ids are 64-bit: a larger one names no flow (and must not reach the driver, which
+#: raises ``OverflowError`` on SQLite and aborts the transaction on PostgreSQL).
+MAX_FLOW_ID: Final = 2**63 - 1
+
+
 def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
     """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
+    if isinstance(flow_id, int) and not -MAX_FLOW_ID - 1 <= flow_id <= MAX_FLOW_ID:
+        return None
     return _fastpath.on(sess).select_flow(flow_id, type_name)
 
 
@@ -175,10 +182,19 @@ def execute(
         return _write(sess, db, flow, t, value, info, error)
 
     try:
-        return _own(sess, work)
+        result = _own(sess, work)
     except BaseException:
         flow._discard(read[0] if read else None)
         raise
+    _undo_with_callers_rollback(sess, flow, read)
+    return result
+
+
+def _undo_with_callers_rollback(sess: Session, flow: Flow, read: list[Mapping[str, Any]]) -> None:
+    """In the caller's transaction: if it rolls back, ``flow`` shows the row read before."""
+    if read and caller_owns(sess):
+        before = read[0]
+        on_rollback(sess, lambda: flow._discard(before))
 
 
 def guard_passes(flow: Flow, t: Transition[Any, Any, Any]) -> bool:
@@ -279,10 +295,13 @@ def save(flow: Flow, info: RunInfo) -> HistoryEntry | None:
         )
 
     try:
-        return _own(sess, work)
+        result = _own(sess, work)
     except BaseException:
         flow._discard(read[0] if read else None)
         raise
+    if result is not None:
+        _undo_with_callers_rollback(sess, flow, read)
+    return result
 
 
 def _insert_history(

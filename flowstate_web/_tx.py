@@ -24,6 +24,7 @@ AnySession = Session | scoped_session[Any]
 
 _PENDING = "flowstate.pending"
 _COMMITTED = "flowstate.committed"
+_UNDO = "flowstate.undo"
 
 
 def resolve_session(session: AnySession | None) -> Session:
@@ -70,9 +71,21 @@ def defer_until_commit(session: Session, label: str, fn: Callable[[], None]) -> 
     pending.setdefault(_innermost(real), []).append((label, fn))
 
 
+def on_rollback(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` if the current transaction (or the savepoint it is in) rolls back.
+
+    For the caller's own transaction: a flow instance shows what a transition wrote in it,
+    and must show the stored row again when that transaction is rolled back or closed.
+    Several hooks run newest first; a committed savepoint hands its hooks to its parent.
+    """
+    undo: dict[SessionTransaction, list[Callable[[], None]]]
+    undo = session.info.setdefault(_UNDO, weakref.WeakKeyDictionary())
+    undo.setdefault(_innermost(session), []).append(fn)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    if _PENDING not in session.info:
+    if _PENDING not in session.info and _UNDO not in session.info:
         return
     committing = session.get_nested_transaction() or session.get_transaction()
     if committing is not None:
@@ -81,6 +94,7 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(session: Session, trans: SessionTransaction) -> None:
+    _undo_on_rollback(session, trans)
     pending = session.info.get(_PENDING)
     if not pending:
         return
@@ -94,6 +108,21 @@ def _after_transaction_end(session: Session, trans: SessionTransaction) -> None:
         pending.setdefault(trans.parent, []).extend(entries)  # released savepoint
         return
     _run(entries)
+
+
+def _undo_on_rollback(session: Session, trans: SessionTransaction) -> None:
+    undo = session.info.get(_UNDO)
+    if not undo or (trans.parent is not None and not trans.nested):
+        return
+    hooks = undo.pop(trans, None)
+    if not hooks:
+        return
+    if trans in session.info.get(_COMMITTED, ()):
+        if trans.parent is not None:
+            undo.setdefault(trans.parent, []).extend(hooks)  # released savepoint
+        return
+    for fn in reversed(hooks):
+        fn()
 
 
 def _run(entries: list[tuple[str, Callable[[], None]]]) -> None:

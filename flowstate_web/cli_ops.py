@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import ColumnElement, Row, func, select
+from sqlalchemy import ColumnElement, Row, and_, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from . import timeouts
 from .admin import filters, queries
 from .errors import UnknownFlowTypeError
 from .jsondiff import short
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from .flow import Flow
 
 MAX_LIMIT: Final = 10_000
+#: A flow id on the command line: 64-bit like the column (a larger one is a usage error).
+FLOW_ID: Final = click.IntRange(1, 2**63 - 1)
 
 
 def session() -> Session:
@@ -58,6 +62,17 @@ def iso(value: Any) -> str | None:
     return None if found is None else found.isoformat()
 
 
+def stalled_since(row: Row[Any]) -> datetime | None:
+    """Return since when the flow of ``row`` is stalled (``None``: it is not, at present)."""
+    m = row._mapping
+    cls = find_flow_type(m["type"])
+    spec = cls.graph().state(m["state"]) if cls is not None else None
+    if spec is None or spec.timeout is None:
+        return None
+    since = utc(m["state_entered_at"]) + spec.timeout
+    return since if since < datetime.now(UTC) else None
+
+
 def flow_dict(row: Row[Any]) -> dict[str, Any]:
     """Return one ``flowstate_flows`` row as the JSON object the commands print."""
     m = row._mapping
@@ -75,6 +90,7 @@ def flow_dict(row: Row[Any]) -> dict[str, Any]:
         "last_error_message": m["last_error_message"],
         "props": m["props"] or {},
         "problem": row_problem(m["type"], m["state"]),
+        "stalled_since": iso(stalled_since(row)),
     }
 
 
@@ -99,6 +115,7 @@ def parse_filter(
     errored: bool | None = None,
     props: Sequence[str] = (),
     dates: Mapping[str, str | None] | None = None,
+    stalled: bool | None = None,
 ) -> filters.ListFilter:
     """Return the admin's :class:`~flowstate_web.admin.filters.ListFilter` for CLI options.
 
@@ -109,6 +126,8 @@ def parse_filter(
     args: MultiDict[str, str] = MultiDict([("state", s) for s in states])
     if errored is not None:
         args.add("errored", "1" if errored else "0")
+    if stalled is not None:
+        args.add("stalled", "1" if stalled else "0")
     for key, value in (dates or {}).items():
         if value:
             args.add(key, value)
@@ -138,6 +157,16 @@ def where(
         found.append(flows.c.state.in_(f.states))
     if f.errored is not None:
         found.append(flows.c.errored.is_(f.errored))
+    if f.stalled is not None:  # per type, as the admin's list does for one
+        stalled = or_(
+            false(),
+            *(
+                and_(flows.c.type == c.type_name, timeouts.stalled_condition(c, states=f.states))
+                for c in flow_types().values()
+                if c.graph().timed_states
+            ),
+        )
+        found.append(stalled if f.stalled else not_(stalled))
     for column, bound, op in (
         (flows.c.created_at, f.created_from, "ge"),
         (flows.c.created_at, f.created_to, "le"),
@@ -164,9 +193,12 @@ def date_options(fn: Any) -> Any:
 @click.option("--type", "type_name", default=None, help="only this flow type")
 @click.option("--state", "states", multiple=True, help="only flows in this state (repeat)")
 @click.option("--errored/--not-errored", default=None, help="only errored (or non-errored)")
+@click.option(
+    "--stalled/--not-stalled", default=None, help="only stalled (past their state's timeout)"
+)
 @date_options
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True)
-@click.option("--before", type=click.IntRange(min=1), default=None, help="ids below this only")
+@click.option("--before", type=FLOW_ID, default=None, help="ids below this only")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.argument("props", nargs=-1, metavar="[PROP=VALUE]")
 @with_appcontext
@@ -174,6 +206,7 @@ def list_command(
     type_name: str | None,
     states: tuple[str, ...],
     errored: bool | None,
+    stalled: bool | None,
     limit: int,
     before: int | None,
     as_json: bool,
@@ -182,7 +215,7 @@ def list_command(
 ) -> None:
     """List flows, newest first: at most --limit, the next page with --before."""
     cls = flow_type_option(type_name)
-    f = parse_filter(cls, states=states, errored=errored, props=props, dates=dates)
+    f = parse_filter(cls, states=states, errored=errored, props=props, dates=dates, stalled=stalled)
     sess = session()
     q = select(flows).where(*where(sess, cls, f))
     if before is not None:
@@ -205,6 +238,7 @@ def list_command(
                     x
                     for x, on in (
                         ("errored", r.errored),
+                        ("stalled", stalled_since(r)),
                         ("undeclared", row_problem(r.type, r.state)),
                     )
                     if on
@@ -233,7 +267,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 @click.command("show")
-@click.argument("flow_id", type=click.IntRange(min=1))
+@click.argument("flow_id", type=FLOW_ID)
 @click.option(
     "--history",
     "history_limit",
@@ -304,6 +338,8 @@ def show_command(flow_id: int, history_limit: int, as_json: bool) -> None:
         say(f"  problem: {d['problem']}")
     say(f"  created {d['created_at']}  updated {d['updated_at']}")
     say(f"  in state since {d['state_entered_at']}")
+    if d["stalled_since"]:
+        say(f"  STALLED since {d['stalled_since']} (past its state's timeout)")
     if d["completed_at"]:
         say(f"  completed {d['completed_at']}")
     if d["last_error_type"] or d["last_error_message"]:

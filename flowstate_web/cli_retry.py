@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from .admin import queries
 from .admin.stored import to_flow
-from .cli_ops import MAX_LIMIT, emit, flow_type_option, parse_filter, say, session
+from .cli_ops import FLOW_ID, MAX_LIMIT, emit, flow_type_option, parse_filter, say, session
 from .errors import (
     CallbackError,
     FlowNotFoundError,
@@ -227,7 +227,7 @@ def _bulk(
 
 
 @click.command("retry")
-@click.argument("flow_ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+@click.argument("flow_ids", nargs=-1, type=FLOW_ID, metavar="[ID]...")
 @click.option("--type", "type_name", default=None, help="bulk: flows of this type")
 @click.option("--errored", is_flag=True, help="bulk: errored flows (required with --type)")
 @click.option("--state", "states", multiple=True, help="bulk: only this error state (repeat)")

@@ -181,6 +181,16 @@ class Flow(metaclass=_FlowMeta):
             else:
                 raise AttributeError(self._read_only(name))
 
+        def __delattr__(self, name: str) -> None:
+            if name.startswith("_") and name not in _RESERVED:
+                object.__delattr__(self, name)
+            elif name in self.prop_fields:
+                raise AttributeError(
+                    f"{self.type_name} #{self.id}: prop {name!r} cannot be deleted; assign a value"
+                )
+            else:  # ``del flow.state`` would leave an instance that fails on every read
+                raise AttributeError(self._read_only(name))
+
     def _read_only(self, name: str) -> str:
         where = f"{self.type_name} #{self.__dict__.get('id', '?')}"
         if name in _ROW_ATTRIBUTES:
@@ -239,9 +249,17 @@ class Flow(metaclass=_FlowMeta):
 
     @property
     def props(self) -> Mapping[str, Any]:
-        """Return the props (stored, with this instance's staged edits on top), read-only."""
-        staged = self._staged
-        return MappingProxyType({**self._props, **staged} if staged else self._props)
+        """Return the props (stored, with this instance's staged edits on top), read-only.
+
+        ``dict`` and ``list`` values are copies, as through the accessors: changing one
+        changes neither the flow nor what its guards see.
+        """
+        return MappingProxyType(
+            {
+                name: copy.deepcopy(value) if isinstance(value, dict | list) else value
+                for name, value in {**self._props, **self._staged}.items()
+            }
+        )
 
     @property
     def staged(self) -> Mapping[str, Any]:
@@ -346,10 +364,13 @@ class Flow(metaclass=_FlowMeta):
             )
         if t.guard is None:
             return None
+        staged = dict(self._staged)
         try:
             ok = _executor.guard_passes(self, t)
         except Exception as exc:
             return f"guard {t.guard_name} raised {type(exc).__name__}: {exc}"
+        finally:  # a guard that assigns a prop must not stage it by being asked
+            self.__dict__["_staged"] = staged
         return None if ok else f"guard {t.guard_name} returned False"
 
     def retry_transitions(self) -> tuple[TransitionSpec, ...]:

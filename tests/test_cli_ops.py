@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import getpass
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from flowstate_web import Flow, State, transition
+from flowstate_web.models import flows
 
 from .admin.flows import BranchyFlow, SimpleRetryFlow
 from .flows import Order
+from .timed_flows import TimedFlow
 
 
 class DeadEndFlow(Flow, type_name="tests.cli.DeadEnd"):
@@ -90,7 +93,7 @@ def test_list_filters_like_the_admin(app: Flask, runner: FlaskCliRunner) -> None
     assert set(found["flows"][0]) == {
         "id", "type", "state", "errored", "seq", "created_at", "updated_at",
         "state_entered_at", "completed_at", "last_error_type", "last_error_message",
-        "props", "problem",
+        "props", "problem", "stalled_since",
     }  # fmt: skip
     only = as_json(runner, "list", "--type", "tests.Order", "--errored")["flows"]
     assert [(f["id"], f["state"], f["errored"]) for f in only] == [(ann.id, "failed", True)]
@@ -138,6 +141,7 @@ def test_list_is_bounded_and_pages_by_keyset(app: Flask, runner: FlaskCliRunner)
         (["--type", "tests.Order", "a=1", "b=2"], "at most one prop=value"),
         (["--created-from", "yesterday"], "created_from: expected a date"),
         (["--limit", "0"], "--limit"),
+        (["--before", str(2**64)], "--before"),
     ],
 )
 def test_list_usage_errors_exit_2(
@@ -146,6 +150,37 @@ def test_list_usage_errors_exit_2(
     result = invoke(runner, "list", *args)
     assert result.exit_code == 2, result.output
     assert said in result.output
+
+
+def test_list_and_show_stalled_flows(app: Flask, runner: FlaskCliRunner) -> None:
+    db = app.extensions["sqlalchemy"]
+    stalled, young = TimedFlow.create(ref="old"), TimedFlow.create(ref="young")
+    stalled.start()
+    young.start()
+    other = failed_order()
+    db.session.execute(
+        update(flows)
+        .where(flows.c.id == stalled.id)
+        .values(state_entered_at=stalled.state_entered_at - timedelta(minutes=25))
+    )
+    db.session.commit()
+
+    for args in ([], ["--type", "tests.TimedFlow"], ["--state", "fetching"]):
+        ids = [f["id"] for f in as_json(runner, "list", "--stalled", *args)["flows"]]
+        assert ids == [stalled.id], args
+    listed = as_json(runner, "list", "--not-stalled")["flows"]
+    assert {young.id, other.id} <= {f["id"] for f in listed}
+    assert stalled.id not in {f["id"] for f in listed}
+    assert all(f["stalled_since"] is None for f in listed)
+    assert as_json(runner, "list", "--stalled", "--state", "queued")["flows"] == []
+
+    text = invoke(runner, "list", "--type", "tests.TimedFlow")
+    rows = {line.split()[0]: line.split()[3] for line in text.stdout.splitlines()[1:]}
+    assert rows == {str(stalled.id): "stalled", str(young.id): "-"}
+    shown = as_json(runner, "show", str(stalled.id))["flow"]
+    assert shown["stalled_since"] == (stalled.state_entered_at - timedelta(minutes=15)).isoformat()
+    assert "STALLED since" in invoke(runner, "show", str(stalled.id)).stdout
+    assert "STALLED" not in invoke(runner, "show", str(young.id)).stdout
 
 
 # -- show ------------------------------------------------------------------------------------
@@ -190,6 +225,9 @@ def test_show_a_missing_flow_exits_1(app: Flask, runner: FlaskCliRunner) -> None
     assert result.exit_code == 1
     assert "no flow #999999" in result.output
     assert invoke(runner, "show", "abc").exit_code == 2
+    past_64_bits = invoke(runner, "show", str(2**63))  # a usage error, not a driver traceback
+    assert past_64_bits.exit_code == 2, past_64_bits.output
+    assert "is not in the range" in past_64_bits.output
 
 
 # -- retry -----------------------------------------------------------------------------------
@@ -323,6 +361,7 @@ def test_bulk_retry_one_failing_flow_rolls_back_alone(app: Flask, runner: FlaskC
         (["--type", "nope", "--errored"], "no flow type 'nope'"),
         (["1", "--reason", "x" * 2001], "--reason: at most 2000"),
         (["1", "--actor", " "], "--actor is empty"),
+        ([str(2**64)], "is not in the range"),
     ],
 )
 def test_retry_usage_errors_exit_2(

@@ -140,3 +140,16 @@ def test_load_returns_the_right_subclass(app: Any, db: SQLAlchemy) -> None:
         load(order.id)
     assert flowstate_web.row_problem is row_problem
     assert "row_problem" in flowstate_web.__all__ and "load" in flowstate_web.__all__
+
+
+@pytest.mark.parametrize("flow_id", [2**63, 2**70, -(2**63) - 1])
+def test_an_id_past_64_bits_is_not_found_and_the_session_stays_usable(
+    app: Any, db: SQLAlchemy, flow_id: int
+) -> None:
+    order = new_order()
+    with pytest.raises(FlowNotFoundError):
+        load(flow_id)
+    with pytest.raises(FlowNotFoundError, match=r"tests\.Order"):
+        Order.get(flow_id)
+    # No driver error, and on PostgreSQL no aborted transaction left behind.
+    assert Order.get(order.id).state == "new"

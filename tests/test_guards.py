@@ -31,6 +31,23 @@ class Gate(Flow, type_name="tests.Gate"):
         return {"1234": True, "0000": False}[self.code]
 
 
+class Nosy(Flow, type_name="tests.Nosy"):
+    """A guard that (wrongly) assigns a prop while it is asked."""
+
+    seen = Prop(int, default=0)
+
+    new = State(initial=True)
+    done = State(final=True)
+
+    @transition(source=new, target=done, guard="counts_itself")
+    def finish(self) -> None:
+        pass
+
+    def counts_itself(self) -> bool:
+        self.seen = self.seen + 1
+        return True
+
+
 def names(specs: Any) -> list[str]:
     return [s.name for s in specs]
 
@@ -74,3 +91,12 @@ def test_a_guard_that_raises_is_a_reason_not_a_crash(app: Any) -> None:
     good.unlock()
     assert good.why_not("force") is None
     assert good.why_not("unlock") == "state is 'open', needs 'closed'"
+
+
+def test_asking_never_stages_what_a_guard_assigns(app: Any) -> None:
+    flow = Nosy.create()
+    assert flow.why_not("finish") is None
+    assert names(flow.available_transitions()) == ["finish"]
+    assert dict(flow.staged) == {} and flow.seen == 0
+    flow.finish()
+    assert Nosy.get(flow.id).state == "done"

@@ -134,6 +134,10 @@ def test_containers_are_read_as_copies(app: Any) -> None:
     mine.append("later")  # the staged value is a copy too
     flow.start()
     assert committed(flow).tags == ["y"]
+    flow.props["tags"].append(1)  # through the read-only view: a copy too
+    flow.props["extra"]["k"] = "v"
+    assert (flow.tags, flow.extra) == (["y"], {})
+    assert flow.props["tags"] == ["y"]
 
 
 def test_update_stages_several_and_names_every_problem(app: Any) -> None:
@@ -308,6 +312,46 @@ def test_save_joins_the_callers_transaction(app: Any, db: SQLAlchemy) -> None:
     assert committed(flow).title == "b"
 
 
+def test_the_callers_rollback_shows_the_committed_row_again(app: Any, db: SQLAlchemy) -> None:
+    """A transition (with edits) and a save in the caller's transaction, then its rollback."""
+    flow = Ticket.create(title="a")
+    db.session.commit()
+    before = snapshot(db)
+    db.session.rollback()  # end the snapshot's read, so the block below begins one
+    shown = (flow.state, flow.seq, flow.title, flow.attempts, flow.updated_at)
+    with pytest.raises(RuntimeError), db.session.begin():  # noqa: PT012 - rollback tested
+        flow.start("tp-1")
+        flow.title = "b"
+        flow.save()
+        assert (flow.state, flow.external_id, flow.title, flow.seq) == ("working", "tp-1", "b", 2)
+        raise RuntimeError("the caller's work failed")
+    assert snapshot(db) == before
+    assert (flow.state, flow.seq, flow.title, flow.attempts, flow.updated_at) == shown
+    assert flow.external_id == "" and dict(flow.staged) == {}
+    flow.start()  # the instance is usable and agrees with the row
+    assert committed(flow).state == "working" and flow.seq == committed(flow).seq == 1
+
+
+# PostgreSQL only: pysqlite's legacy transaction mode does not run SAVEPOINTs reliably.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_rolled_back_savepoint_restores_only_its_own(app: Any, db: SQLAlchemy) -> None:
+    a, b = Ticket.create(title="a"), Ticket.create(title="b")
+    db.session.commit()
+    with db.session.begin():
+        a.start("kept")
+        nested = db.session.begin_nested()
+        b.start("dropped")
+        a.fail()
+        nested.rollback()
+        assert (a.state, a.external_id) == ("working", "kept")
+        assert (b.state, b.external_id, b.attempts) == ("new", "", 0)
+        released = db.session.begin_nested()
+        b.start("released")
+        released.commit()
+    assert (committed(a).state, committed(b).state) == ("working", "working")
+    assert (b.state, b.external_id) == ("working", "released")
+
+
 def test_save_of_a_deleted_flow_raises_and_forgets(app: Any, db: SQLAlchemy) -> None:
     from flowstate_web import FlowNotFoundError
 
@@ -357,7 +401,16 @@ def test_row_attributes_are_read_only(app: Any, name: str) -> None:
     before = getattr(flow, name)
     with pytest.raises(AttributeError, match=r"read-only.*transition"):
         setattr(flow, name, "x")
+    with pytest.raises(AttributeError, match=r"read-only.*transition"):
+        delattr(flow, name)
     assert getattr(flow, name) == before
+
+
+def test_a_prop_cannot_be_deleted(app: Any) -> None:
+    flow = Ticket.create(title="a")
+    with pytest.raises(AttributeError, match=r"tests\.Ticket #\d+: prop 'title' cannot be deleted"):
+        del flow.title
+    assert flow.title == "a"
 
 
 def test_refresh_shows_another_sessions_transition(app: Any, db: SQLAlchemy) -> None:

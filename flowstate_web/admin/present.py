@@ -453,7 +453,10 @@ def stall(flow: Flow, history: Sequence[HistoryEntry]) -> Stall | None:
     since = timeouts.stalled_since(flow)
     if spec is None or spec.timeout is None or since is None:
         return None
-    entry = history[-1] if history and history[-1].to_state == flow.state else None
+    # The last transition (a save() after it entered no state) and only if it entered this one.
+    entry = next((h for h in reversed(history) if not h.is_update), None)
+    if entry is not None and entry.to_state != flow.state:
+        entry = None
     return Stall(
         state=flow.state,
         entered_at=utc(flow.state_entered_at),

@@ -140,6 +140,16 @@ def test_flow_page_says_since_when_and_what_it_waits_for(admin: Flask, web: Flas
     assert "(timeout 10m: stalled in 9m" in html
 
 
+def test_a_save_after_entering_does_not_hide_what_entered(admin: Flask, web: FlaskClient) -> None:
+    flow = stalled_fetch(admin)
+    flow.ref = "edited"
+    flow.save(actor="ops@example.com")  # a history row of kind update, same state
+    html = web.get(f"{TYPE}/{flow.id}").get_data(as_text=True)
+    assert 'Entered by <code class="fs-transition">start</code>' in html
+    assert "<code>enqueue_fetch</code>" in html
+    assert 'Entered by <code class="fs-transition">save</code>' not in html
+
+
 def test_fail_it_returns_the_panel_and_is_audited(admin: Flask, web: FlaskClient) -> None:
     flow = stalled_fetch(admin)
     response = post_fail(web, flow.id, reason="API down since 9:00")

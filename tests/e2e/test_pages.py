@@ -70,3 +70,17 @@ def test_a_page_under_attack_reports_csp_violations(live_server: LiveServer, pag
     page.wait_for_function("window.__cspViolations.length > 0")
     assert page.evaluate("window.__pwned") is None
     assert any("script-src" in v for v in csp_violations(page))
+
+
+def test_a_long_unbroken_reason_and_prop_change_wrap(live_server: LiveServer, page: Page) -> None:
+    """A reason (up to 2,000 characters, no spaces) wraps instead of widening the flow page."""
+    server = live_server
+    flow_id = server.seeded.in_progress[0]
+    with server.app.app_context():
+        flow = SyncThirdPartyApiFlow.get(flow_id)
+        flow.third_party_etag = "e" * 600
+        flow.save(actor="ops@example.com", reason="w" * 2000)
+    server.login(page, f"/types/{SYNC}/{flow_id}")
+    expect(page.locator(".fs-reason-text").first).to_contain_text("w" * 50)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= (page.viewport_size or {"width": 1440})["width"]
