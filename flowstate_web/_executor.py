@@ -122,8 +122,14 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
-    """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
-    return _fastpath.on(sess).select_flow(flow_id, type_name)
+    """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``.
+
+    Looked up by primary key alone; the type is checked here, as the lock step does.
+    """
+    row = _fastpath.on(sess).select_flow(flow_id)
+    if row is None or (type_name is not None and row["type"] != type_name):
+        return None
+    return row
 
 
 def execute(
