@@ -138,8 +138,7 @@ class Core:
         self.lock_stmt = LOCK_SQLITE if sqlite else LOCK_FOR_UPDATE
 
     def _one(self, stmt: Executable, values: Params) -> Mapping[str, Any] | None:
-        row = self.sess.execute(stmt, values).first()
-        return None if row is None else row._mapping  # type: ignore[return-value]
+        return self.sess.execute(stmt, values).mappings().first()  # type: ignore[return-value]
 
     def lock(self, flow_id: int) -> Mapping[str, Any] | None:
         return self._one(self.lock_stmt, {"flow_id": flow_id})
@@ -148,7 +147,7 @@ class Core:
         return self._one(SELECT_FLOW, {"flow_id": flow_id})
 
     def insert_flow(self, values: Params) -> Mapping[str, Any]:
-        return self.sess.execute(INSERT_FLOW, values).one()._mapping  # type: ignore[return-value]
+        return self.sess.execute(INSERT_FLOW, values).mappings().one()  # type: ignore[return-value]
 
     def insert_transition(self, values: Params) -> int:
         return self.sess.execute(INSERT_TRANSITION, values).scalar_one()  # type: ignore[no-any-return]
