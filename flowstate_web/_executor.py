@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from . import _fastpath, _values
 from ._tx import AnySession, caller_owns, defer_until_commit, resolve_session
@@ -121,15 +122,43 @@ def _check_props(cls: type[Flow], props: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
+def read(
+    sess: Session, flow_id: int, type_name: str | None = None, *, lock: bool = False
+) -> Mapping[str, Any] | None:
     """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``.
 
     Looked up by primary key alone; the type is checked here, as the lock step does.
+    ``lock``: read it with the transition's row lock, held until the transaction ends.
     """
-    row = _fastpath.on(sess).select_flow(flow_id)
+    db = _fastpath.on(sess)
+    row = db.lock(flow_id) if lock else db.select_flow(flow_id)
     if row is None or (type_name is not None and row["type"] != type_name):
         return None
     return row
+
+
+#: Flows read by ``get(lock=True)``, with the transaction holding their row lock.
+_HELD: weakref.WeakKeyDictionary[Flow, weakref.ref[SessionTransaction]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _innermost(sess: Session) -> SessionTransaction | None:
+    return sess.get_nested_transaction() or sess.get_transaction()
+
+
+def hold(sess: Session, flow: Flow) -> None:
+    """Remember that ``flow`` was just read under its row lock in ``sess``'s transaction."""
+    trans = _innermost(sess)
+    if trans is not None:
+        _HELD[flow] = weakref.ref(trans)
+
+
+def _still_held(sess: Session, flow: Flow) -> bool:
+    """Return (once) whether ``flow`` was read locked in the still-active current transaction."""
+    held = _HELD.pop(flow, None)
+    trans = None if held is None else held()
+    return trans is not None and trans.is_active and trans is _innermost(sess)
 
 
 def execute(
@@ -148,10 +177,11 @@ def execute(
 
     def work() -> HistoryEntry:
         db = _fastpath.on(sess)
-        row = db.lock(flow.id)  # locked until the transaction ends, and fresh
-        if row is None or row["type"] != cls.type_name:
-            raise FlowNotFoundError(cls.type_name, flow.id)
-        flow._load(row)
+        if not _still_held(sess, flow):  # else read by get(lock=True) in this transaction
+            row = db.lock(flow.id)  # locked until the transaction ends, and fresh
+            if row is None or row["type"] != cls.type_name:
+                raise FlowNotFoundError(cls.type_name, flow.id)
+            flow._load(row)
         if flow.state not in t.sources:
             raise InvalidTransitionError(
                 cls.type_name, flow.id, t.name, flow.state, t.sources, t.target
