@@ -325,53 +325,105 @@ def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int],
 BASELINE = {GET: FLOOR, GET_LOCKED: FLOOR, LOADED: FLOOR, JOB: JOB_FLOOR}
 
 
+class CpuClock:
+    """CPU seconds used so far by this process and, on PostgreSQL, by the server processes
+    of the benchmark's database (``/proc/<pid>/schedstat``, the server being on this host).
+
+    Robust against other load on a shared machine, unlike wall time: it is the "pure CPU
+    cost" of a transaction on both sides of the wire.
+    """
+
+    def __init__(self, backend: str, url: str) -> None:
+        self.admin: Any = None
+        self.seen: dict[int, int] = {}
+        if backend == "postgresql":
+            self.admin = psycopg.connect(
+                make_url(url).set(drivername="postgresql").render_as_string(False),
+                autocommit=True,
+            )
+
+    def __call__(self) -> float:
+        cpu = time.process_time()
+        if self.admin is None:
+            return cpu
+        pids = self.admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        for (pid,) in pids:
+            try:
+                with open(f"/proc/{pid}/schedstat") as f:
+                    self.seen[pid] = int(f.read().split()[0])
+            except OSError:
+                pass  # the backend ended: its last reading stays in the total
+        return cpu + sum(self.seen.values()) / 1e9
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+
+
 def measure(
     backend: str, url: str, durable: bool, n: int, repeat: int, chunk: int, warmup: int
 ) -> list[list[Any]]:
+    """Return table rows: every runner against its floor, wall time and CPU time."""
     engine = make_engine(backend, url, durable)
     raw = raw_connect(backend, url, durable)
+    clock = CpuClock(backend, url)
     try:
         run = runners(backend, engine, raw)
         for name, fn in run.items():
             fn(warmup if name not in (JOB, JOB_FLOOR) else max(warmup // 3, 1))
         names = list(run)
         us: dict[str, list[float]] = {k: [] for k in names}
+        cpu_us: dict[str, list[float]] = {k: [] for k in names}
         for _ in range(repeat):
             total = dict.fromkeys(names, 0.0)
+            cpu = dict.fromkeys(names, 0.0)
             count = dict.fromkeys(names, 0)
             gc.collect()
             for i in range(max(n // chunk, 1)):
                 order = names[i % len(names) :] + names[: i % len(names)]
                 for k in order:
                     k_n = chunk if k not in (JOB, JOB_FLOOR) else max(chunk // 3, 1)
+                    c0 = clock()
                     start = time.perf_counter()
                     run[k](k_n)
                     total[k] += time.perf_counter() - start
+                    cpu[k] += clock() - c0
                     count[k] += k_n
             for k in names:
                 us[k].append(total[k] / count[k] * 1e6)
+                cpu_us[k].append(cpu[k] / count[k] * 1e6)
         rows = []
         for k, base in BASELINE.items():
             ratio = median([e / f for e, f in zip(us[k], us[base], strict=True)])
+            cpu_ratio = median([e / f for e, f in zip(cpu_us[k], cpu_us[base], strict=True)])
             unit = "job" if k == JOB else "tx"
+            bold = k in (GET, JOB)
             row = [
                 backend,
                 "on" if durable else "off",
                 k,
                 f"{median(us[base]):.0f}",
                 f"{median(us[k]):.0f} µs/{unit}",
-                f"**{ratio:.2f}x**" if k in (GET, JOB) else f"{ratio:.2f}x",
+                f"**{ratio:.2f}x**" if bold else f"{ratio:.2f}x",
+                f"{median(cpu_us[base]):.0f}",
+                f"{median(cpu_us[k]):.0f}",
+                f"**{cpu_ratio:.2f}x**" if bold else f"{cpu_ratio:.2f}x",
             ]
             rows.append(row)
             print(
                 f"  {backend:10} fsync {row[1]:3} {k:32} floor {median(us[base]):7.1f}"
-                f"  runner {median(us[k]):7.1f}  ratio {ratio:.2f}x  rounds "
+                f"  runner {median(us[k]):7.1f}  ratio {ratio:.2f}x  cpu {median(cpu_us[base]):.0f}"
+                f"/{median(cpu_us[k]):.0f} = {cpu_ratio:.2f}x  rounds "
                 + " ".join(f"{e:.0f}/{f:.0f}" for e, f in zip(us[k], us[base], strict=True)),
                 file=sys.stderr,
                 flush=True,
             )
         return rows
     finally:
+        clock.close()
         raw.close()
         engine.dispose()
 
