@@ -61,7 +61,14 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, markdown_table, median, postgres_database, sqlite_database
+from _common import (
+    machine,
+    markdown_table,
+    median,
+    postgres_database,
+    rss_kib,
+    sqlite_database,
+)
 
 from flowstate_web import Artefact, Flow, State, counters, transition
 from flowstate_web.models import metadata
@@ -500,6 +507,49 @@ def measure_procs(
     return row, rss
 
 
+# -- memory ----------------------------------------------------------------------------------
+
+
+def memory(total: int, samples: int = 10) -> list[list[Any]]:
+    """Run ``total`` get + transition on SQLite; RSS and live objects after a warm-up tenth."""
+    step = max(total // samples, 1)
+    points: list[tuple[int, int, int]] = []
+    with database("sqlite") as url:
+        setup_schema("sqlite", url, True)
+        engine = make_engine("sqlite", url, False)
+        with Session(engine) as s:
+            flow_id = Job.create(session=s).id
+        session = Session(engine)
+        start = time.perf_counter()
+        for done in range(step, total + step, step):
+            for _ in range(step // 3 + 1):
+                flow = Job.get(flow_id, session=session)
+                flow.start()
+                flow.finish(dict(PAYLOAD))
+                flow.again()
+            gc.collect()
+            points.append((done, rss_kib(), len(gc.get_objects())))
+        elapsed = time.perf_counter() - start
+        session.close()
+        engine.dispose()
+    (_, rss0, obj0), (_, rss1, obj1) = points[0], points[-1]
+    print(
+        "  memory: " + ", ".join(f"{d // 1000}k:{r / 1024:.1f}MiB/{o}obj" for d, r, o in points),
+        file=sys.stderr,
+        flush=True,
+    )
+    return [
+        [
+            f"{total:,}",
+            f"{elapsed:.0f}",
+            f"{rss0 / 1024:.1f}",
+            f"{rss1 / 1024:.1f}",
+            f"{rss1 - rss0:+,}",
+            f"{obj1 - obj0:+,}",
+        ]
+    ]
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -512,6 +562,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backends", default="sqlite,postgresql")
     p.add_argument("--durability", default="on,off", help="fsync on, off, or both")
     p.add_argument("--procs", type=int, default=4, help="worker processes (PostgreSQL; 0: skip)")
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        help="also run this many job transitions on SQLite and sample RSS (0: skip)",
+    )
     p.add_argument(
         "--no-triggers",
         dest="triggers",
@@ -537,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
                     proc_rows.append(row)
                     worker_rss = max(worker_rss, rss)
 
+    mem_rows = memory(args.memory) if args.memory else []
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"Machine: {machine()}")
     print(f"Command: bench/bench_transitions.py {' '.join(argv or sys.argv[1:])}".rstrip())
@@ -564,6 +621,25 @@ def main(argv: list[str] | None = None) -> None:
                     "share of floor",
                 ],
                 proc_rows,
+            )
+        )
+    if mem_rows:
+        print(
+            f"\nMemory: {args.memory:,} transitions on SQLite (jobs: get, start, finish with"
+            " an artefact, again), growth from the sample after the first tenth to the last,"
+            " after gc.collect().\n"
+        )
+        print(
+            markdown_table(
+                [
+                    "transitions",
+                    "seconds",
+                    "RSS first MiB",
+                    "RSS last MiB",
+                    "RSS growth KiB",
+                    "live objects growth",
+                ],
+                mem_rows,
             )
         )
 
