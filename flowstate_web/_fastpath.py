@@ -34,6 +34,7 @@ handles every statement as usual.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
@@ -256,7 +257,10 @@ class DBAPI:
     def _run(self, stmt: Executable, values: Params) -> tuple[Any, ...] | None:
         """Execute ``stmt`` and return its first row (all a hot-path statement returns)."""
         compiled = self.c(stmt, tuple(values))
-        params = compiled.params(values)
+        try:
+            params = compiled.params(values)
+        except Exception as exc:  # a value its type cannot bind: StatementError, as SQLAlchemy
+            _raise(self.conn, exc, compiled.sql, values, None)
         cursor = self.driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(compiled.sql, params)
@@ -270,7 +274,8 @@ class DBAPI:
                 self.conn.invalidate(exc)
             raise
         finally:
-            cursor.close()
+            with contextlib.suppress(self.c.error):  # e.g. the connection is already closed
+                cursor.close()
         return row
 
     def _flow(self, row: tuple[Any, ...] | None) -> dict[str, Any] | None:
@@ -308,10 +313,18 @@ class DBAPI:
 
 
 def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> NoReturn:
-    """Raise driver error ``exc`` as SQLAlchemy would, invalidating a dropped connection."""
+    """Raise ``exc`` as SQLAlchemy would, invalidating a dropped connection.
+
+    A driver error becomes its ``DBAPIError`` subclass; any other error (a value that
+    cannot be bound) a ``StatementError``, as ``DBAPIError.instance`` decides.
+    """
     dialect = conn.dialect
     dbapi_conn = None if conn.invalidated else conn.connection.dbapi_connection
-    gone = not conn.closed and dialect.is_disconnect(exc, dbapi_conn, cursor)
+    gone = (
+        isinstance(exc, dialect.loaded_dbapi.Error)
+        and not conn.closed
+        and dialect.is_disconnect(exc, dbapi_conn, cursor)
+    )
     error = DBAPIError.instance(
         sql,
         params,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from flowstate_web import _executor, _fastpath
@@ -302,3 +302,20 @@ def _wait(condition: Any, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def test_unbindable_values_raise_what_session_execute_raises(engine: Engine) -> None:
+    """SQLite binds JSON in SQLAlchemy (StatementError), psycopg in the driver (TypeError)."""
+    raised = []
+    with Session(engine) as s:
+        for path in ("fast", "core"):
+            flow = Order.create(customer="a", amount=1, session=s)
+            with (
+                _listening(engine) if path == "core" else _nothing(),
+                pytest.raises(Exception) as caught,  # noqa: PT011 - compared below
+            ):
+                flow.run("fail", meta={"not json": object()})
+            raised.append(type(caught.value))
+            assert Order.get(flow.id, session=s).state == "new"
+    assert raised[0] is raised[1]
+    assert raised[0] is (TypeError if engine.dialect.name == "postgresql" else StatementError)
