@@ -606,7 +606,20 @@ def main(argv: list[str] | None = None) -> None:
         + "\n"
     )
     print(
-        markdown_table(["backend", "fsync", "runner", "floor µs", "runner", "ratio to floor"], rows)
+        markdown_table(
+            [
+                "backend",
+                "fsync",
+                "runner",
+                "floor µs",
+                "runner",
+                "ratio to floor",
+                "floor CPU µs",
+                "runner CPU µs",
+                "CPU ratio",
+            ],
+            rows,
+        )
     )
     if proc_rows:
         print()
