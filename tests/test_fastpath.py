@@ -319,3 +319,17 @@ def test_unbindable_values_raise_what_session_execute_raises(engine: Engine) -> 
             assert Order.get(flow.id, session=s).state == "new"
     assert raised[0] is raised[1]
     assert raised[0] is (TypeError if engine.dialect.name == "postgresql" else StatementError)
+
+
+def test_class_level_listeners_are_seen(engine: Engine) -> None:
+    def listen(*_args: Any) -> None:
+        pass
+
+    event.listen(Engine, "after_cursor_execute", listen)
+    try:
+        with Session(engine) as s:
+            assert isinstance(_fastpath.on(s), _fastpath.Core)
+    finally:
+        event.remove(Engine, "after_cursor_execute", listen)
+    with Session(engine) as s:
+        assert isinstance(_fastpath.on(s), _fastpath.DBAPI)
