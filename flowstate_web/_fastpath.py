@@ -260,8 +260,12 @@ class DBAPI:
         self.driver = conn.connection.driver_connection
         self.c = compiled
 
-    def _run(self, stmt: Executable, values: Params) -> tuple[Any, ...] | None:
-        """Execute ``stmt`` and return its first row (all a hot-path statement returns)."""
+    def _run(self, stmt: Executable, values: Params, rows: bool = True) -> tuple[Any, ...] | None:
+        """Execute ``stmt`` and return its first row (all a hot-path statement returns).
+
+        ``rows``: whether the statement returns rows (known here; asking the cursor for its
+        ``description`` makes psycopg build a column object per column, every time).
+        """
         compiled = self.c(stmt, tuple(values))
         try:
             params = compiled.params(values)
@@ -270,7 +274,7 @@ class DBAPI:
         cursor = self.driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(compiled.sql, params)
-            row = cursor.fetchone() if cursor.description else None
+            row = cursor.fetchone() if rows else None
         except self.c.error as exc:
             _raise(self.conn, exc, compiled.sql, params, cursor)
         except BaseException as exc:
@@ -309,13 +313,13 @@ class DBAPI:
         return row[0]  # type: ignore[no-any-return]
 
     def update_flow(self, values: Params) -> None:
-        self._run(UPDATE_FLOW, values)
+        self._run(UPDATE_FLOW, values, rows=False)
 
     def insert_artefact(self, values: Params) -> None:
-        self._run(INSERT_ARTEFACT, values)
+        self._run(INSERT_ARTEFACT, values, rows=False)
 
     def insert(self, table: Table, values: Params) -> None:
-        self._run(_insert(table), values)
+        self._run(_insert(table), values, rows=False)
 
 
 def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> NoReturn:
