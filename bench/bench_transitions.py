@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -318,10 +319,12 @@ def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int],
             else:
                 loaded.pong()
 
+    # Flow.get(lock=True) is new: a run against an older checkout leaves that runner out.
+    locked = "lock" in inspect.signature(PingPong.get).parameters
     return {
         FLOOR: floor.ops,
         GET: get_transition,
-        GET_LOCKED: get_locked,
+        **({GET_LOCKED: get_locked} if locked else {}),
         JOB_FLOOR: job_floor.jobs,
         JOB: job,
         LOADED: loaded_object,
@@ -404,6 +407,8 @@ def measure(
                 cpu_us[k].append(cpu[k] / count[k] * 1e6)
         rows = []
         for k, base in BASELINE.items():
+            if k not in us:
+                continue
             ratio = median([e / f for e, f in zip(us[k], us[base], strict=True)])
             cpu_ratio = median([e / f for e, f in zip(cpu_us[k], cpu_us[base], strict=True)])
             unit = "job" if k == JOB else "tx"
