@@ -17,6 +17,6 @@ fi
 "${pip[@]}" --upgrade SQLAlchemy >&2
 echo "sqlalchemy-latest: SQLAlchemy $("$VENV/bin/python" -c 'import sqlalchemy; print(sqlalchemy.__version__)')" >&2
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_fastpath.py tests/test_transitions.py tests/test_transactions.py \
+  tests/test_fastpath.py tests/test_get.py tests/test_transitions.py tests/test_transactions.py \
   tests/test_concurrency.py tests/test_counters.py tests/test_lifecycle.py \
   tests/test_artefacts.py tests/test_props.py "$@"
