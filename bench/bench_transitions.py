@@ -1,53 +1,68 @@
-"""Transitions per second: the engine against the raw-driver floor, on SQLite and PostgreSQL.
+"""The user's path -- ``Flow.get(flow_id)`` + a transition -- against a raw-driver floor.
 
-The **floor** issues, through the bare driver (``sqlite3`` / ``psycopg``), the very SQL the
-engine emits for one transition -- lock the flow row and read it, INSERT the history row
-(RETURNING id), UPDATE the flow row, INSERT the artefact row if any -- in one transaction per
-transition, then commits. The SQL text is captured from the engine itself at start-up (so the
-two can never drift apart) and checked against the expected shape; the floor only binds
-parameters (a timestamp, JSON for ``meta``/artefacts, the row's ``seq`` + 1).
+**Floor.** The least a guarded, row-locked, history-keeping transition can cost: through the
+bare driver (``sqlite3`` / ``psycopg``), on a minimal schema (``floor_flows(id, type,
+state, seq)``, ``floor_history(id, flow_id, seq, name, from_state, to_state,
+created_at)`` with its ``(flow_id, seq)`` unique key), one transaction of five statements:
+lock the flow row and read it (``SELECT ... FOR UPDATE`` on PostgreSQL; ``UPDATE ... SET
+seq = seq ... RETURNING`` on SQLite, which takes the write lock), check the state in
+Python, INSERT history, UPDATE the state, COMMIT. The job shape's floor is two such
+transactions, the second also inserting an artefact row into ``floor_artefacts``.
 
-The **engine** is ``flow.ping()`` / ``flow.pong()`` through a plain SQLAlchemy ``Session``
-(``session=``) and through Flask-SQLAlchemy's ``db.session`` inside an app context.
+**Runners** (each on its own flow, same database, interleaved in chunks with the floor):
 
-Runners are interleaved in rotating order, ``--repeat`` times, and medians are reported;
-the ratio column is the median over repetitions of engine/floor time per transition,
-each pair measured back to back. ``--memory N`` runs N transitions through the engine on
-SQLite and samples RSS and the number of live Python objects at intervals.
+- ``get + transition``: ``flow = PingPong.get(flow_id, session=s)`` then ``flow.ping()``
+  (or ``pong()``), what a job does (the README's pattern). The headline.
+- ``get(lock=True) + transition``: the same with the row locked by ``get``, so the
+  transition does not read it again (one round trip fewer).
+- ``job: get, start, work, finish``: the gem's job shape, ``get``, ``start()`` (commits),
+  no work, ``finish()`` persisting a small artefact (commits): two transactions per job,
+  against two floor transactions.
+- ``loaded object``: ``flow.ping()`` / ``flow.pong()`` on an object kept from one call to
+  the next (no ``get``); the figure this file reported before, now secondary.
 
-    .venv/bin/python bench/bench_transitions.py [--n 2000] [--repeat 5]
-        [--backends sqlite,postgresql] [--memory 100000] [--tracemalloc]
+**Durability.** ``fsync on``: PostgreSQL ``synchronous_commit=on`` (the default), SQLite
+WAL + ``synchronous=FULL``. ``fsync off`` (pure CPU cost): ``synchronous_commit=off`` per
+session, SQLite WAL + ``synchronous=NORMAL``. The engine's and the floor's connections
+always get the same settings.
+
+**Workers.** ``--procs 4`` (PostgreSQL) also runs 4 worker processes, each on its own
+flow, for the floor and for ``get + transition`` in alternation, and compares throughput.
+
+Ratios are runner time / floor time per transition (per job for the job shape) in the same
+round, median over rounds. Peak RSS is the process's ``ru_maxrss``.
+
+    .venv/bin/python bench/bench_transitions.py [--n 1000] [--repeat 5]
+        [--backends sqlite,postgresql] [--durability on,off] [--procs 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
-import re
+import multiprocessing as mp
+import os
+import resource
 import sqlite3
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, insert, select, update
+import psycopg.types.json
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    apply_sqlite_pragmas,
-    install_sqlite_pragmas,
     machine,
     markdown_table,
     median,
@@ -56,17 +71,17 @@ from _common import (
     sqlite_database,
 )
 
-from flowstate_web import Artefact, Flow, FlowState, State, _fastpath, transition
-from flowstate_web.models import artefacts, flows, metadata, transitions
+from flowstate_web import Artefact, Flow, State, counters, transition
+from flowstate_web.models import metadata
 
 # -- the flows -------------------------------------------------------------------------------
 
-#: The artefact of scenario (b): a small dict, as an API response summary would be.
+#: The job's artefact: a small dict, as an API response summary would be.
 PAYLOAD: dict[str, Any] = {"status": 200, "id": "tp-4711", "ok": True, "items": [1, 2, 3]}
 
 
 class PingPong(Flow, type_name="bench_pingpong"):
-    """Scenario (a): two states, two transitions, no artefact."""
+    """Two states, two transitions, no artefact."""
 
     a = State(initial=True)
     b = State()
@@ -80,570 +95,567 @@ class PingPong(Flow, type_name="bench_pingpong"):
         pass
 
 
-class WithArtefact(Flow, type_name="bench_artefact"):
-    """Scenario (b): the same ping-pong, each transition persisting a small dict."""
+class Job(Flow, type_name="bench_job"):
+    """The gem's job shape: start, (work), finish with an artefact; ``again`` loops it."""
 
-    a = State(initial=True)
-    b = State()
-    result = Artefact(dict)
+    pending = State(initial=True)
+    started = State()
+    done = State()
+    response = Artefact(dict)
 
-    @transition(source=a, target=b, persists=result)
-    def ping(self) -> dict[str, Any]:
-        return dict(PAYLOAD)
-
-    @transition(source=b, target=a, persists=result)
-    def pong(self) -> dict[str, Any]:
-        return dict(PAYLOAD)
-
-
-CALLBACKS = [0]
-
-
-def _count(flow: Flow) -> None:
-    CALLBACKS[0] += 1
-
-
-class MemoryMix(Flow, type_name="bench_memory"):
-    """The memory run: a transition with an after-commit callback, one with an artefact."""
-
-    a = State(initial=True)
-    b = State()
-    result = Artefact(dict)
-
-    @transition(source=a, target=b, after=_count)
-    def ping(self) -> None:
+    @transition(source=pending, target=started)
+    def start(self) -> None:
         pass
 
-    @transition(source=b, target=a, persists=result)
-    def pong(self) -> dict[str, Any]:
-        return dict(PAYLOAD)
+    @transition(source=started, target=done, persists=response)
+    def finish(self, response: dict[str, Any]) -> dict[str, Any]:
+        return response
+
+    @transition(source=done, target=pending)
+    def again(self) -> None:
+        pass
 
 
-SCENARIOS: dict[str, type[Flow]] = {"ping-pong": PingPong, "artefact": WithArtefact}
+# -- the floor -------------------------------------------------------------------------------
 
-
-def engine_steps(flow: Any, n: int) -> None:
-    """Run ``n`` transitions on ``flow``, alternating ping and pong."""
-    for _ in range(n):
-        if flow.state == "a":
-            flow.ping()
-        else:
-            flow.pong()
-
-
-# -- the SQL the engine emits ----------------------------------------------------------------
-
-
-@dataclass
-class EngineSQL:
-    """The statements of one transition, as the engine sent them to the driver."""
-
-    lock: str
-    insert_history: str
-    update_flow: str
-    insert_artefact: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-#: Column order the floor binds positionally on SQLite; checked against the captured SQL.
-HISTORY_COLS = (
-    "flow_id, seq, name, from_state, to_state, created_at, actor, reason,"
-    " error_type, error_message, error_traceback, meta"
+FLOOR_SCHEMA = (
+    "CREATE TABLE floor_flows (id {pk}, type VARCHAR(200) NOT NULL,"
+    " state VARCHAR(200) NOT NULL, seq INTEGER NOT NULL)",
+    "CREATE TABLE floor_history (id {pk}, flow_id BIGINT NOT NULL REFERENCES floor_flows(id),"
+    " seq INTEGER NOT NULL, name VARCHAR(200) NOT NULL, from_state VARCHAR(200) NOT NULL,"
+    " to_state VARCHAR(200) NOT NULL, created_at {ts} NOT NULL, UNIQUE (flow_id, seq))",
+    "CREATE TABLE floor_artefacts (id {pk}, flow_id BIGINT NOT NULL REFERENCES floor_flows(id),"
+    " history_id BIGINT NOT NULL, payload {json} NOT NULL)",
 )
-UPDATE_COLS = "state, errored, seq, updated_at, state_entered_at"
-ARTEFACT_COLS = "flow_id, transition_id, name, payload, created_at"
+TYPES = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY", "ts": "TEXT", "json": "TEXT"},
+    "postgresql": {"pk": "BIGSERIAL PRIMARY KEY", "ts": "TIMESTAMPTZ", "json": "JSON"},
+}
+SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
+
+#: ping-pong: state -> (transition name, target). The job: pending -> started -> done.
+PINGPONG = {"a": ("ping", "b"), "b": ("pong", "a")}
 
 
-def capture_sql(engine: Engine) -> EngineSQL:
-    """Run one ping (no artefact) and one pong (artefact) and record the SQL they emitted."""
-    seen: list[tuple[str, Any]] = []
+class Floor:
+    """The five statements per transition on the bare driver, one flow row of its own."""
 
-    def listen(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: Any) -> None:
-        seen.append((statement, params))
-
-    with Session(engine) as s:
-        flow = WithArtefact.create(session=s)
-        event.listen(engine, "before_cursor_execute", listen)
-        try:
-            flow.ping()
-        finally:
-            event.remove(engine, "before_cursor_execute", listen)
-    lock, ins, upd, art = (st for st, _ in seen)
-    # A statement listener makes the engine run its statements through SQLAlchemy (so the
-    # listener sees them); without one the engine sends the same SQL text, compiled once by
-    # SQLAlchemy, straight to the driver (flowstate_web._fastpath). Check they are the same.
-    with Session(engine) as s:
-        WithArtefact.get(flow.id, session=s).pong()
-    direct = {st.sql for st in _fastpath._COMPILED[engine.dialect]._statements.values()}
-    if not {lock, ins, upd, art} <= direct:
-        raise SystemExit("the engine's direct SQL differs from SQLAlchemy's:\n" + "\n".join(direct))
-    if not (
-        lock.startswith(("UPDATE flowstate_flows SET seq", "SELECT flowstate_flows.id"))
-        and f"({HISTORY_COLS}) VALUES" in ins
-        and "RETURNING" in ins
-        and re.sub(r"=[^,]*?(,|\sWHERE)", r"\1", upd).startswith(
-            f"UPDATE flowstate_flows SET {UPDATE_COLS} WHERE"
-        )
-        and f"({ARTEFACT_COLS}) VALUES" in art
-    ):
-        raise SystemExit(
-            "the engine's SQL changed shape; update the floor:\n" + "\n".join(st for st, _ in seen)
-        )
-    return EngineSQL(lock, ins, upd, art, {st: p for st, p in seen})
-
-
-# -- the floor: the same SQL through the raw driver ------------------------------------------
-
-SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DATETIME binds a datetime
-
-
-def sqlite_floor(conn: sqlite3.Connection, sql: EngineSQL, fid: int, n: int, art: bool) -> None:
-    """Run ``n`` transitions on flow ``fid`` with ``sqlite3``, one transaction each."""
-    lock, ins, upd, ins_art = sql.lock, sql.insert_history, sql.update_flow, sql.insert_artefact
-    dumps = json.dumps
-    for _ in range(n):
-        row = conn.execute(lock, (fid,)).fetchone()
-        state, seq = row[2], row[4] + 1
-        name, target = ("ping", "b") if state == "a" else ("pong", "a")
-        ts = datetime.now(UTC).strftime(SQLITE_TS)
-        tid = conn.execute(
-            ins, (fid, seq, name, state, target, ts, None, None, None, None, None, "null")
-        ).fetchone()[0]
-        conn.execute(upd, (target, 0, seq, ts, ts, fid))
-        if art:
-            conn.execute(ins_art, (fid, tid, "result", dumps(PAYLOAD), ts))
-        conn.commit()
-
-
-def pg_floor(conn: psycopg.Connection[Any], sql: EngineSQL, fid: int, n: int, art: bool) -> None:
-    """Run ``n`` transitions on flow ``fid`` with ``psycopg``, one transaction each."""
-    lock, ins, upd, ins_art = sql.lock, sql.insert_history, sql.update_flow, sql.insert_artefact
-    (lock_key,) = sql.params[lock]
-    (upd_key,) = set(sql.params[upd]) - set(UPDATE_COLS.split(", "))
-    # Bind JSON the way the engine did (psycopg's Json or Jsonb, whichever the column uses).
-    wrap = type(sql.params[ins]["meta"])
-    null = wrap(None)
-    for _ in range(n):
-        row = conn.execute(lock, {lock_key: fid}).fetchone()
-        assert row is not None
-        state, seq = row[2], row[4] + 1
-        name, target = ("ping", "b") if state == "a" else ("pong", "a")
-        ts = datetime.now(UTC)
-        cur = conn.execute(
-            ins,
-            {
-                "flow_id": fid,
-                "seq": seq,
-                "name": name,
-                "from_state": state,
-                "to_state": target,
-                "created_at": ts,
-                "actor": None,
-                "reason": None,
-                "error_type": None,
-                "error_message": None,
-                "error_traceback": None,
-                "meta": null,
-            },
-        )
-        tid = cur.fetchone()[0]  # type: ignore[index]
-        conn.execute(
-            upd,
-            {
-                "state": target,
-                "errored": False,
-                "seq": seq,
-                "updated_at": ts,
-                "state_entered_at": ts,
-                upd_key: fid,
-            },
-        )
-        if art:
-            conn.execute(
-                ins_art,
-                {
-                    "flow_id": fid,
-                    "transition_id": tid,
-                    "name": "result",
-                    "payload": wrap(PAYLOAD),
-                    "created_at": ts,
-                },
-            ).fetchall()
-        conn.commit()
-
-
-# -- one backend -----------------------------------------------------------------------------
-
-
-@dataclass
-class Backend:
-    """Everything needed to run every runner against one database."""
-
-    name: str
-    url: str
-    engine: Engine
-    app: Flask
-    db: SQLAlchemy
-    sql: EngineSQL
-    raw: Any  # sqlite3.Connection | psycopg.Connection
-    floor: Callable[..., None]
-
-
-@contextmanager
-def backend(name: str) -> Iterator[Backend]:
-    """Set up ``name`` (``sqlite`` or ``postgresql``): database, tables, engine, app, raw."""
-    with _database(name) as url:
-        is_sqlite = name == "sqlite"
-        engine = create_engine(url)
-        if is_sqlite:
-            install_sqlite_pragmas(engine)
-        metadata.create_all(engine)
-        app = Flask("flowstate_bench")
-        app.config.update(
-            SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_RECORD_QUERIES=False, FLOWSTATE_ADMIN=False
-        )
-        db = SQLAlchemy(app)
-        FlowState(app, db=db)
-        if is_sqlite:
-            with app.app_context():
-                install_sqlite_pragmas(db.engine)
-        sql = capture_sql(engine)
-        raw: Any
-        if is_sqlite:
-            raw = sqlite3.connect(make_url(url).database or "")
-            apply_sqlite_pragmas(raw)
-            floor: Callable[..., None] = sqlite_floor
-        else:
-            raw = psycopg.connect(
-                make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    def __init__(self, backend: str, raw: Any, fid: int) -> None:
+        self.backend = backend
+        self.raw = raw
+        self.fid = fid
+        if backend == "sqlite":
+            self.lock = "UPDATE floor_flows SET seq = seq WHERE id = ? RETURNING state, seq"
+            self.ins = (
+                "INSERT INTO floor_history (flow_id, seq, name, from_state, to_state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
             )
-            floor = pg_floor
-        try:
-            yield Backend(name, url, engine, app, db, sql, raw, floor)
-        finally:
-            raw.close()
-            with app.app_context():
-                db.session.remove()
-                db.engine.dispose()
-            engine.dispose()
+            self.upd = "UPDATE floor_flows SET state = ?, seq = ? WHERE id = ?"
+            self.art = "INSERT INTO floor_artefacts (flow_id, history_id, payload) VALUES (?, ?, ?)"
+        else:
+            self.lock = "SELECT state, seq FROM floor_flows WHERE id = %s FOR UPDATE"
+            self.ins = (
+                "INSERT INTO floor_history (flow_id, seq, name, from_state, to_state,"
+                " created_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+            )
+            self.upd = "UPDATE floor_flows SET state = %s, seq = %s WHERE id = %s"
+            self.art = (
+                "INSERT INTO floor_artefacts (flow_id, history_id, payload) VALUES (%s, %s, %s)"
+            )
+
+    def transition(self, moves: dict[str, tuple[str, str]], artefact: bool = False) -> None:
+        raw, fid = self.raw, self.fid
+        state, seq = raw.execute(self.lock, (fid,)).fetchone()
+        if state not in moves:
+            raise RuntimeError(f"floor: no move from {state}")
+        name, target = moves[state]
+        now = datetime.now(UTC)
+        ts = now.strftime(SQLITE_TS) if self.backend == "sqlite" else now
+        hid = raw.execute(self.ins, (fid, seq + 1, name, state, target, ts)).fetchone()[0]
+        raw.execute(self.upd, (target, seq + 1, fid))
+        if artefact:
+            payload = (
+                json.dumps(PAYLOAD)
+                if self.backend == "sqlite"
+                else psycopg.types.json.Json(PAYLOAD)
+            )
+            raw.execute(self.art, (fid, hid, payload))
+        raw.commit()
+
+    def ops(self, n: int) -> None:
+        for _ in range(n):
+            self.transition(PINGPONG)
+
+    def jobs(self, n: int) -> None:
+        for _ in range(n):
+            self.transition({"pending": ("start", "started")})
+            self.transition({"started": ("finish", "done")}, artefact=True)
+            self.transition({"done": ("again", "pending")})
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+def sqlite_pragmas(durable: bool) -> tuple[str, ...]:
+    return (
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}",
+        "PRAGMA busy_timeout=5000",
+    )
+
+
+def make_engine(backend: str, url: str, durable: bool) -> Engine:
+    """Return the engine the flows run on, with the durability setting on every connection."""
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if backend == "sqlite":
+            for pragma in sqlite_pragmas(durable):
+                cur.execute(pragma)
+        else:
+            cur.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+            dbapi_conn.commit()
+        cur.close()
+
+    return engine
+
+
+def raw_connect(backend: str, url: str, durable: bool) -> Any:
+    """Return the floor's bare driver connection, with the same durability setting."""
+    if backend == "sqlite":
+        raw = sqlite3.connect(make_url(url).database or "")
+        for pragma in sqlite_pragmas(durable):
+            raw.execute(pragma)
+        return raw
+    raw = psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    raw.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+    raw.commit()
+    return raw
+
+
+def setup_schema(backend: str, url: str, triggers: bool) -> None:
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        for ddl in FLOOR_SCHEMA:
+            conn.exec_driver_sql(ddl.format(**TYPES[backend]))
+        if not triggers:
+            counters.uninstall(conn)
+    engine.dispose()
+
+
+def new_floor_flow(raw: Any, backend: str) -> int:
+    q = "INSERT INTO floor_flows (type, state, seq) VALUES ('floor', 'a', 0) RETURNING id"
+    fid = int(raw.execute(q).fetchone()[0])
+    raw.commit()
+    return fid
 
 
 @contextmanager
-def _database(name: str) -> Iterator[str]:
-    if name == "sqlite":
+def database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
         with sqlite_database() as (url, _path):
             yield url
-    elif name == "postgresql":
+    elif backend == "postgresql":
         with postgres_database() as url:
             yield url
     else:
-        raise SystemExit(f"unknown backend {name!r} (sqlite, postgresql)")
+        raise SystemExit(f"unknown backend {backend!r} (sqlite, postgresql)")
 
 
-# Reference layers: the engine's statements, prebuilt the way the engine builds them, run
-# through SQLAlchemy without any engine logic. They show how much of the engine/floor gap
-# is SQLAlchemy's own per-statement and per-transaction cost.
-_REF_LOCK = {
-    "sqlite": update(flows)
-    .where(flows.c.id == bindparam("flow_id"))
-    .values(seq=flows.c.seq)
-    .returning(*flows.c),
-    "postgresql": select(flows).where(flows.c.id == bindparam("flow_id")).with_for_update(),
-}
-_REF_HISTORY = insert(transitions).returning(transitions.c.id)
-_REF_UPDATE = update(flows).where(flows.c.id == bindparam("flow_id"))
-_REF_ARTEFACT = insert(artefacts)
+# -- the runners -----------------------------------------------------------------------------
+
+FLOOR = "floor (raw driver, minimal schema)"
+GET = "get + transition"
+GET_LOCKED = "get(lock=True) + transition"
+JOB = "job: get, start, work, finish"
+JOB_FLOOR = "floor, job shape"
+LOADED = "loaded object (secondary)"
 
 
-def sqlalchemy_steps(
-    conn: Connection | Session,
-    commit: Callable[[], None],
-    dialect: str,
-    fid: int,
-    n: int,
-    art: bool,
-) -> None:
-    """Run ``n`` transitions of flow ``fid`` as bare SQLAlchemy statements on ``conn``."""
-    lock = _REF_LOCK[dialect]
-    for _ in range(n):
-        row = conn.execute(lock, {"flow_id": fid}).one()
-        state, seq = row.state, row.seq + 1
-        name, target = ("ping", "b") if state == "a" else ("pong", "a")
-        ts = datetime.now(UTC)
-        tid = conn.execute(
-            _REF_HISTORY,
-            {
-                "flow_id": fid,
-                "seq": seq,
-                "name": name,
-                "from_state": state,
-                "to_state": target,
-                "created_at": ts,
-                "actor": None,
-                "reason": None,
-                "error_type": None,
-                "error_message": None,
-                "error_traceback": None,
-                "meta": None,
-            },
-        ).scalar_one()
-        conn.execute(
-            _REF_UPDATE,
-            {
-                "state": target,
-                "errored": False,
-                "seq": seq,
-                "updated_at": ts,
-                "state_entered_at": ts,
-                "flow_id": fid,
-            },
-        )
-        if art:
-            conn.execute(
-                _REF_ARTEFACT,
-                {
-                    "flow_id": fid,
-                    "transition_id": tid,
-                    "name": "result",
-                    "payload": dict(PAYLOAD),
-                    "created_at": ts,
-                },
+def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int], None]]:
+    """Return ``{name: run(n)}``, each on its own flow; ``n`` transitions (or jobs)."""
+    with Session(engine) as s:
+        get_id = PingPong.create(session=s).id
+        locked_id = PingPong.create(session=s).id
+        job_id = Job.create(session=s).id
+        loaded = PingPong.create(session=s)
+    loaded._session = Session(engine)
+    floor = Floor(backend, raw, new_floor_flow(raw, backend))
+    job_floor = Floor(backend, raw, new_floor_flow(raw, backend))
+    raw.execute(f"UPDATE floor_flows SET state = 'pending' WHERE id = {job_floor.fid}")
+    raw.commit()
+    session = Session(engine)
+
+    def get_transition(n: int) -> None:
+        for _ in range(n):
+            flow = PingPong.get(get_id, session=session)
+            if flow.state == "a":
+                flow.ping()
+            else:
+                flow.pong()
+
+    def get_locked(n: int) -> None:
+        for _ in range(n):
+            flow = PingPong.get(locked_id, session=session, lock=True)
+            if flow.state == "a":
+                flow.ping()
+            else:
+                flow.pong()
+
+    def job(n: int) -> None:
+        for _ in range(n):
+            flow = Job.get(job_id, session=session)
+            flow.start()
+            flow.finish(dict(PAYLOAD))  # the work's result
+            flow.again()  # back to pending for the next job (not timed apart)
+
+    def loaded_object(n: int) -> None:
+        for _ in range(n):
+            if loaded.state == "a":
+                loaded.ping()
+            else:
+                loaded.pong()
+
+    # Flow.get(lock=True) is new: a run against an older checkout leaves that runner out.
+    locked = "lock" in inspect.signature(PingPong.get).parameters
+    return {
+        FLOOR: floor.ops,
+        GET: get_transition,
+        **({GET_LOCKED: get_locked} if locked else {}),
+        JOB_FLOOR: job_floor.jobs,
+        JOB: job,
+        LOADED: loaded_object,
+    }
+
+
+#: Which floor each runner is compared with.
+BASELINE = {GET: FLOOR, GET_LOCKED: FLOOR, LOADED: FLOOR, JOB: JOB_FLOOR}
+
+
+class CpuClock:
+    """CPU seconds used so far by this process and, on PostgreSQL, by the server processes
+    of the benchmark's database (``/proc/<pid>/schedstat``, the server being on this host).
+
+    Robust against other load on a shared machine, unlike wall time: it is the "pure CPU
+    cost" of a transaction on both sides of the wire.
+    """
+
+    def __init__(self, backend: str, url: str) -> None:
+        self.admin: Any = None
+        self.seen: dict[int, int] = {}
+        if backend == "postgresql":
+            self.admin = psycopg.connect(
+                make_url(url).set(drivername="postgresql").render_as_string(False),
+                autocommit=True,
             )
-        commit()
 
+    def __call__(self) -> float:
+        cpu = time.process_time()
+        if self.admin is None:
+            return cpu
+        pids = self.admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        for (pid,) in pids:
+            try:
+                with open(f"/proc/{pid}/schedstat") as f:
+                    self.seen[pid] = int(f.read().split()[0])
+            except OSError:
+                pass  # the backend ended: its last reading stays in the total
+        return cpu + sum(self.seen.values()) / 1e9
 
-#: Runner names: the floor first, the reference layers, then the engine.
-FLOOR, REF_CORE, REF_SESSION = "floor (raw driver)", "ref: SA Core", "ref: SA Session"
-ENGINE_SESSION, ENGINE_FLASK = "engine, Session", "engine, Flask db.session"
-
-
-def runners(b: Backend, cls: type[Flow], layers: bool) -> dict[str, Callable[[int], None]]:
-    """Return ``{runner name: run(n)}`` for scenario ``cls``, each on its own flow."""
-    art = bool(cls.artefact_fields)
-    with Session(b.engine) as s:
-        ids = [cls.create(session=s).id for _ in range(3)]
-    session = Session(b.engine)
-    plain = cls.create(session=session)
-    with b.app.app_context():
-        flask_flow = cls.create()  # no session: resolves db.session on every call
-    core_conn = b.engine.connect()
-    ref_session = Session(b.engine)
-
-    def floor(n: int) -> None:
-        b.floor(b.raw, b.sql, ids[0], n, art)
-
-    def ref_core(n: int) -> None:
-        sqlalchemy_steps(core_conn, core_conn.commit, b.name, ids[1], n, art)
-
-    def ref_sess(n: int) -> None:
-        sqlalchemy_steps(ref_session, ref_session.commit, b.name, ids[2], n, art)
-
-    def engine_session(n: int) -> None:
-        engine_steps(plain, n)
-
-    def engine_flask(n: int) -> None:
-        with b.app.app_context():
-            engine_steps(flask_flow, n)
-
-    run: dict[str, Callable[[int], None]] = {FLOOR: floor}
-    if layers:
-        run |= {REF_CORE: ref_core, REF_SESSION: ref_sess}
-    return run | {ENGINE_SESSION: engine_session, ENGINE_FLASK: engine_flask}
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
 
 
 def measure(
-    b: Backend, n: int, repeat: int, warmup: int, chunk: int, layers: bool
+    backend: str, url: str, durable: bool, n: int, repeat: int, chunk: int, warmup: int
 ) -> list[list[Any]]:
-    """Return table rows for backend ``b``: every scenario, every runner against the floor.
-
-    Each of the ``repeat`` rounds runs ``n`` transitions per runner in chunks of ``chunk``,
-    the runners taking turns chunk by chunk (rotating who goes first), so every runner sees
-    the same machine load; a round's ratio is runner time / floor time over the round.
-    """
-    rows: list[list[Any]] = []
-    for scenario, cls in SCENARIOS.items():
-        run = runners(b, cls, layers)
-        for fn in run.values():
-            fn(warmup)
+    """Return table rows: every runner against its floor, wall time and CPU time."""
+    engine = make_engine(backend, url, durable)
+    raw = raw_connect(backend, url, durable)
+    clock = CpuClock(backend, url)
+    try:
+        run = runners(backend, engine, raw)
+        for name, fn in run.items():
+            fn(warmup if name not in (JOB, JOB_FLOOR) else max(warmup // 3, 1))
         names = list(run)
         us: dict[str, list[float]] = {k: [] for k in names}
-        for _rep in range(repeat):
+        cpu_us: dict[str, list[float]] = {k: [] for k in names}
+        for _ in range(repeat):
             total = dict.fromkeys(names, 0.0)
+            cpu = dict.fromkeys(names, 0.0)
+            count = dict.fromkeys(names, 0)
             gc.collect()
             for i in range(max(n // chunk, 1)):
                 order = names[i % len(names) :] + names[: i % len(names)]
                 for k in order:
-                    fn = run[k]
+                    k_n = chunk if k not in (JOB, JOB_FLOOR) else max(chunk // 3, 1)
+                    c0 = clock()
                     start = time.perf_counter()
-                    fn(chunk)
+                    run[k](k_n)
                     total[k] += time.perf_counter() - start
-            done = max(n // chunk, 1) * chunk
+                    cpu[k] += clock() - c0
+                    count[k] += k_n
             for k in names:
-                us[k].append(total[k] / done * 1e6)
-        floor_us = median(us[FLOOR])
-        for k in names[1:]:
-            ratio = median([e / f for e, f in zip(us[k], us[FLOOR], strict=True)])
-            rows.append(
-                [
-                    b.name,
-                    scenario,
-                    k,
-                    f"{floor_us:.0f}",
-                    f"{median(us[k]):.0f}",
-                    f"{ratio:.2f}x",
-                    f"{1e6 / median(us[k]):,.0f}",
-                ]
-            )
+                us[k].append(total[k] / count[k] * 1e6)
+                cpu_us[k].append(cpu[k] / count[k] * 1e6)
+        rows = []
+        for k, base in BASELINE.items():
+            if k not in us:
+                continue
+            ratio = median([e / f for e, f in zip(us[k], us[base], strict=True)])
+            cpu_ratio = median([e / f for e, f in zip(cpu_us[k], cpu_us[base], strict=True)])
+            unit = "job" if k == JOB else "tx"
+            bold = k in (GET, JOB)
+            row = [
+                backend,
+                "on" if durable else "off",
+                k,
+                f"{median(us[base]):.0f}",
+                f"{median(us[k]):.0f} µs/{unit}",
+                f"**{ratio:.2f}x**" if bold else f"{ratio:.2f}x",
+                f"{median(cpu_us[base]):.0f}",
+                f"{median(cpu_us[k]):.0f}",
+                f"**{cpu_ratio:.2f}x**" if bold else f"{cpu_ratio:.2f}x",
+            ]
+            rows.append(row)
             print(
-                f"  {b.name:10} {scenario:9} {k:26} floor {floor_us:7.1f} µs  runner"
-                f" {median(us[k]):7.1f} µs  ratio {ratio:.2f}x   (rounds: "
-                + ", ".join(f"{e:.0f}/{f:.0f}" for e, f in zip(us[k], us[FLOOR], strict=True))
-                + ")",
+                f"  {backend:10} fsync {row[1]:3} {k:32} floor {median(us[base]):7.1f}"
+                f"  runner {median(us[k]):7.1f}  ratio {ratio:.2f}x  cpu {median(cpu_us[base]):.0f}"
+                f"/{median(cpu_us[k]):.0f} = {cpu_ratio:.2f}x  rounds "
+                + " ".join(f"{e:.0f}/{f:.0f}" for e, f in zip(us[k], us[base], strict=True)),
                 file=sys.stderr,
                 flush=True,
             )
-    return rows
+        return rows
+    finally:
+        clock.close()
+        raw.close()
+        engine.dispose()
+
+
+# -- worker processes (PostgreSQL) -----------------------------------------------------------
+
+
+def _worker(url: str, durable: bool, pipe: Any) -> None:
+    """Serve ``(runner, n)`` requests on one flow each; answer with the elapsed seconds."""
+    engine = make_engine("postgresql", url, durable)
+    raw = raw_connect("postgresql", url, durable)
+    run = runners("postgresql", engine, raw)
+    while True:
+        msg = pipe.recv()
+        if msg is None:
+            break
+        name, n = msg
+        start = time.perf_counter()
+        run[name](n)
+        pipe.send(time.perf_counter() - start)
+    pipe.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    raw.close()
+    engine.dispose()
+
+
+def measure_procs(
+    url: str, durable: bool, procs: int, n: int, repeat: int, warmup: int
+) -> tuple[list[Any], int]:
+    """Return a table row comparing the throughput of ``procs`` workers, and their peak RSS."""
+    ctx = mp.get_context("spawn")
+    pipes, workers = [], []
+    for _ in range(procs):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(url, durable, child))
+        p.start()
+        pipes.append(parent)
+        workers.append(p)
+
+    def round_(name: str, k: int) -> float:
+        start = time.perf_counter()
+        for pipe in pipes:
+            pipe.send((name, k))
+        for pipe in pipes:
+            pipe.recv()
+        return procs * k / (time.perf_counter() - start)
+
+    round_(FLOOR, warmup)
+    round_(GET, warmup)
+    tps: dict[str, list[float]] = {FLOOR: [], GET: []}
+    for i in range(repeat):
+        for name in (FLOOR, GET) if i % 2 == 0 else (GET, FLOOR):
+            tps[name].append(round_(name, n))
+    for pipe in pipes:
+        pipe.send(None)
+    rss = max(pipe.recv() for pipe in pipes)
+    for p in workers:
+        p.join()
+    share = median([e / f for e, f in zip(tps[GET], tps[FLOOR], strict=True)])
+    print(
+        f"  postgresql fsync {'on' if durable else 'off'} {procs} procs: floor"
+        f" {median(tps[FLOOR]):.0f} tx/s, get+transition {median(tps[GET]):.0f} tx/s,"
+        f" {share:.0%}",
+        file=sys.stderr,
+        flush=True,
+    )
+    row = [
+        "postgresql",
+        "on" if durable else "off",
+        procs,
+        f"{median(tps[FLOOR]):,.0f}",
+        f"{median(tps[GET]):,.0f}",
+        f"**{share:.0%}**",
+    ]
+    return row, rss
 
 
 # -- memory ----------------------------------------------------------------------------------
 
 
-def memory(b: Backend, total: int, samples: int, trace: bool) -> list[list[Any]]:
-    """Run ``total`` MemoryMix transitions per runner and report growth after a warm-up tenth."""
-    rows: list[list[Any]] = []
+def memory(total: int, samples: int = 10) -> list[list[Any]]:
+    """Run ``total`` get + transition on SQLite; RSS and live objects after a warm-up tenth."""
     step = max(total // samples, 1)
-    with Session(b.engine) as s:
-        session_flow = MemoryMix.create(session=s)
-        with b.app.app_context():
-            flask_id = MemoryMix.create().id
-
-        def via_session(k: int) -> None:
-            engine_steps(session_flow, k)
-
-        def via_flask(k: int) -> None:
-            with b.app.app_context():
-                engine_steps(MemoryMix.get(flask_id), k)
-
-        for label, run in (("Session", via_session), ("Flask db.session", via_flask)):
-            if trace:
-                tracemalloc.start()
-            points: list[tuple[int, int, int, int]] = []
-            start = time.perf_counter()
-            for done in range(step, total + step, step):
-                run(step)
-                gc.collect()
-                heap = tracemalloc.get_traced_memory()[0] if trace else 0
-                points.append((done, rss_kib(), len(gc.get_objects()), heap))
-            elapsed = time.perf_counter() - start
-            if trace:
-                tracemalloc.stop()
-            base, end = points[0], points[-1]
-            print(
-                f"  memory {b.name} {label}: "
-                + ", ".join(
-                    f"{d // 1000}k:{r / 1024:.1f}MiB/{o}obj"
-                    + (f"/{h / 1024:.0f}KiB" if trace else "")
-                    for d, r, o, h in points
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
-            rows.append(
-                [
-                    b.name,
-                    label,
-                    f"{total:,}",
-                    f"{elapsed:.1f}",
-                    f"{base[1] / 1024:.1f}",
-                    f"{end[1] / 1024:.1f}",
-                    f"{(end[1] - base[1]):+,}",
-                    f"{end[2] - base[2]:+,}",
-                    f"{(end[3] - base[3]) / 1024:+,.0f}" if trace else "n/a",
-                ]
-            )
-    return rows
+    points: list[tuple[int, int, int]] = []
+    with database("sqlite") as url:
+        setup_schema("sqlite", url, True)
+        engine = make_engine("sqlite", url, False)
+        with Session(engine) as s:
+            flow_id = Job.create(session=s).id
+        session = Session(engine)
+        start = time.perf_counter()
+        for done in range(step, total + step, step):
+            for _ in range(step // 3 + 1):
+                flow = Job.get(flow_id, session=session)
+                flow.start()
+                flow.finish(dict(PAYLOAD))
+                flow.again()
+            gc.collect()
+            points.append((done, rss_kib(), len(gc.get_objects())))
+        elapsed = time.perf_counter() - start
+        session.close()
+        engine.dispose()
+    (_, rss0, obj0), (_, rss1, obj1) = points[0], points[-1]
+    print(
+        "  memory: " + ", ".join(f"{d // 1000}k:{r / 1024:.1f}MiB/{o}obj" for d, r, o in points),
+        file=sys.stderr,
+        flush=True,
+    )
+    return [
+        [
+            f"{total:,}",
+            f"{elapsed:.0f}",
+            f"{rss0 / 1024:.1f}",
+            f"{rss1 / 1024:.1f}",
+            f"{rss1 - rss0:+,}",
+            f"{obj1 - obj0:+,}",
+        ]
+    ]
 
 
 # -- main ------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the arguments, run every backend, print markdown tables."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=2000, help="transitions per timed round")
-    p.add_argument("--repeat", type=int, default=5, help="timed rounds per runner")
-    p.add_argument("--warmup", type=int, default=300, help="untimed transitions first")
-    p.add_argument("--chunk", type=int, default=100, help="runners alternate every CHUNK")
-    p.add_argument(
-        "--no-layers",
-        dest="layers",
-        action="store_false",
-        help="skip the reference rows (bare SQLAlchemy Core / Session, no engine)",
-    )
+    p.add_argument("--n", type=int, default=1000, help="transitions per runner per round")
+    p.add_argument("--repeat", type=int, default=5, help="rounds; medians are reported")
+    p.add_argument("--chunk", type=int, default=60, help="runners take turns every CHUNK")
+    p.add_argument("--warmup", type=int, default=200, help="untimed transitions first")
     p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--durability", default="on,off", help="fsync on, off, or both")
+    p.add_argument("--procs", type=int, default=4, help="worker processes (PostgreSQL; 0: skip)")
     p.add_argument(
         "--memory",
         type=int,
-        default=100_000,
-        help="transitions in the memory run on SQLite (0: skip)",
+        default=0,
+        help="also run this many job transitions on SQLite and sample RSS (0: skip)",
     )
-    p.add_argument("--samples", type=int, default=10, help="memory samples across the run")
     p.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="also trace the Python heap in the memory run (slower)",
+        "--no-triggers",
+        dest="triggers",
+        action="store_false",
+        help="leave the state-count triggers out (to measure what they cost)",
     )
     args = p.parse_args(argv)
+    load_before = os.getloadavg()
 
     rows: list[list[Any]] = []
-    mem_rows: list[list[Any]] = []
-    for name in args.backends.split(","):
-        with backend(name.strip()) as b:
-            rows += measure(b, args.n, args.repeat, args.warmup, args.chunk, args.layers)
-            if args.memory and b.name == "sqlite":
-                mem_rows += memory(b, args.memory, args.samples, args.tracemalloc)
+    proc_rows: list[list[Any]] = []
+    worker_rss = 0
+    for backend in [b.strip() for b in args.backends.split(",")]:
+        with database(backend) as url:
+            setup_schema(backend, url, args.triggers)
+            for mode in args.durability.split(","):
+                durable = mode.strip() == "on"
+                rows += measure(backend, url, durable, args.n, args.repeat, args.chunk, args.warmup)
+                if backend == "postgresql" and args.procs:
+                    row, rss = measure_procs(
+                        url, durable, args.procs, max(args.n // 2, 50), args.repeat, args.warmup
+                    )
+                    proc_rows.append(row)
+                    worker_rss = max(worker_rss, rss)
 
+    mem_rows = memory(args.memory) if args.memory else []
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"Machine: {machine()}")
     print(f"Command: bench/bench_transitions.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(
-        f"SQLite: file in a tmp dir, WAL + synchronous=NORMAL (engine and floor);"
-        f" n={args.n} transitions per runner per round, runners alternating every"
-        f" {args.chunk}; {args.repeat} rounds, medians; ratio = runner/floor time per"
-        " transition (median of per-round ratios). `ref:` rows run the engine's statements"
-        " through bare SQLAlchemy (no engine logic).\n"
+        f"Load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)},"
+        f" after {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+        f" Triggers {'installed' if args.triggers else 'left out'}."
+        f" Peak RSS: benchmark process {peak / 1024:.1f} MiB"
+        + (f", each worker process at most {worker_rss / 1024:.1f} MiB." if worker_rss else ".")
+        + "\n"
     )
     print(
         markdown_table(
             [
                 "backend",
-                "scenario",
+                "fsync",
                 "runner",
-                "floor µs/tr",
-                "runner µs/tr",
-                "ratio",
-                "runner tr/s",
+                "floor µs",
+                "runner",
+                "ratio to floor",
+                "floor CPU µs",
+                "runner CPU µs",
+                "CPU ratio",
             ],
             rows,
         )
     )
-    if mem_rows:
-        print(
-            f"\nMemory: {args.memory:,} transitions (ping with an after-commit callback, pong"
-            " with an artefact); growth from the first sample (after"
-            f" {args.memory // args.samples:,}) to the last, after gc.collect().\n"
-        )
+    if proc_rows:
+        print()
         print(
             markdown_table(
                 [
                     "backend",
-                    "engine via",
+                    "fsync",
+                    "processes",
+                    "floor tx/s",
+                    "get + transition tx/s",
+                    "share of floor",
+                ],
+                proc_rows,
+            )
+        )
+    if mem_rows:
+        print(
+            f"\nMemory: {args.memory:,} transitions on SQLite (jobs: get, start, finish with"
+            " an artefact, again), growth from the sample after the first tenth to the last,"
+            " after gc.collect().\n"
+        )
+        print(
+            markdown_table(
+                [
                     "transitions",
                     "seconds",
                     "RSS first MiB",
                     "RSS last MiB",
                     "RSS growth KiB",
                     "live objects growth",
-                    "traced heap growth KiB",
                 ],
                 mem_rows,
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import inspect
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from . import _fastpath, _values
 from . import outbox as _outbox
@@ -126,11 +127,45 @@ def create(cls: type[FlowT], props: Mapping[str, Any], session: AnySession | Non
 MAX_FLOW_ID: Final = 2**63 - 1
 
 
-def read(sess: Session, flow_id: int, type_name: str | None = None) -> Mapping[str, Any] | None:
-    """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``."""
+def read(
+    sess: Session, flow_id: int, type_name: str | None = None, *, lock: bool = False
+) -> Mapping[str, Any] | None:
+    """Return flow ``flow_id``'s row (only if of ``type_name``, when given), or ``None``.
+
+    Looked up by primary key alone; the type is checked here, as the lock step does.
+    ``lock``: read it with the transition's row lock, held until the transaction ends.
+    """
     if isinstance(flow_id, int) and not -MAX_FLOW_ID - 1 <= flow_id <= MAX_FLOW_ID:
         return None
-    return _fastpath.on(sess).select_flow(flow_id, type_name)
+    db = _fastpath.on(sess)
+    row = db.lock(flow_id) if lock else db.select_flow(flow_id)
+    if row is None or (type_name is not None and row["type"] != type_name):
+        return None
+    return row
+
+
+#: Flows read by ``get(lock=True)``, with the transaction holding their row lock.
+_HELD: weakref.WeakKeyDictionary[Flow, weakref.ref[SessionTransaction]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _innermost(sess: Session) -> SessionTransaction | None:
+    return sess.get_nested_transaction() or sess.get_transaction()
+
+
+def hold(sess: Session, flow: Flow) -> None:
+    """Remember that ``flow`` was just read under its row lock in ``sess``'s transaction."""
+    trans = _innermost(sess)
+    if trans is not None:
+        _HELD[flow] = weakref.ref(trans)
+
+
+def _still_held(sess: Session, flow: Flow) -> bool:
+    """Return (once) whether ``flow`` was read locked in the still-active current transaction."""
+    held = _HELD.pop(flow, None)
+    trans = None if held is None else held()
+    return trans is not None and trans.is_active and trans is _innermost(sess)
 
 
 def execute(
@@ -155,11 +190,12 @@ def execute(
 
     def work() -> HistoryEntry:
         db = _fastpath.on(sess)
-        row = db.lock(flow.id)  # locked until the transaction ends, and fresh
-        if row is None or row["type"] != cls.type_name:
-            raise FlowNotFoundError(cls.type_name, flow.id)
-        read.append(row)
-        flow._load(row)  # the committed row; this instance's staged edits stay on top
+        if not _still_held(sess, flow):  # else read by get(lock=True) in this transaction
+            row = db.lock(flow.id)  # locked until the transaction ends, and fresh
+            if row is None or row["type"] != cls.type_name:
+                raise FlowNotFoundError(cls.type_name, flow.id)
+            read.append(row)
+            flow._load(row)  # the committed row; this instance's staged edits stay on top
         if flow.state not in t.sources:
             raise InvalidTransitionError(
                 cls.type_name, flow.id, t.name, flow.state, t.sources, t.target

@@ -1,33 +1,48 @@
 """The hot path's statements, run on the DBAPI connection of the Session's own transaction.
 
-On SQLite a statement takes about 15 µs in the driver and several times that in
+On SQLite a statement takes about 6 µs in the driver and several times that in
 SQLAlchemy's execution layer (execution context, events, result objects), so a transition
-run through ``Session.execute`` costs ~4x the bare driver. Here the same statements go
-straight to the driver cursor of the connection the Session's transaction holds:
+run through ``Session.execute`` costs several times the bare driver. Here the same
+statements go straight to a cursor of the connection the Session's transaction holds,
+using SQLAlchemy's public API only (the test suite greps this file for private names):
 
 - **Same transaction.** :func:`on` gets the connection from ``Session.connection()``, which
-  begins the Session's transaction as ``Session.execute`` would; the Session still commits
-  or rolls back, so the transaction rule and the after-commit callbacks are untouched.
-- **Same SQL, same values.** Each statement is compiled once per dialect by SQLAlchemy from
-  the Core statements below, and its parameters go through the bind processors of that
-  compiled statement; read rows go through the columns' result processors. What is stored
-  and read back is byte for byte what ``Session.execute`` would store and read.
-- **Same errors.** Driver errors go through SQLAlchemy's own handler, so callers still get
-  ``sqlalchemy.exc.IntegrityError`` / ``OperationalError`` and dropped connections are
-  invalidated as usual.
+  begins the Session's transaction as ``Session.execute`` would; the driver connection is
+  ``Connection.connection.driver_connection``. The Session still commits or rolls back, so
+  the transaction rule and the after-commit callbacks are untouched.
+- **Same SQL, same values.** Each statement is compiled once per dialect by SQLAlchemy
+  (``ClauseElement.compile``) from the Core statements below, built from the tables, so a
+  column added to a table needs no change here. Parameters are ordered by the compiled
+  statement (``SQLCompiler.positiontup`` / ``binds``) and converted by the bind processors
+  of their types (``TypeEngine.dialect_impl(dialect).bind_processor(dialect)``); rows read
+  back go through the columns' ``result_processor``. What is stored and read back is what
+  ``Session.execute`` would store and read (tested side by side).
+- **Same errors.** A driver error becomes SQLAlchemy's exception
+  (``sqlalchemy.exc.DBAPIError.instance``: ``IntegrityError``, ``OperationalError``...). If
+  the dialect says the connection is gone (``Dialect.is_disconnect``), the connection is
+  invalidated (``Connection.invalidate``) and the engine's pool is replaced
+  (``Engine.dispose``), as SQLAlchemy invalidates the whole pool on a disconnect: the next
+  transaction gets a new connection, so a database restart costs one failed transaction.
 
-Only sqlite3 and psycopg are taken this way; any other driver, a connection whose statements
-someone listens to (``echo``, ``before_cursor_execute``) or a ``schema_translate_map`` runs
-the same Core statements through ``Session.execute`` instead (:class:`Core`).
+Only sqlite3 and psycopg are taken this way. Any other driver, or a connection whose
+statements someone watches -- ``echo`` or the ``sqlalchemy.engine`` logger at INFO, a
+``before/after_execute``, ``before/after_cursor_execute`` or ``handle_error`` listener on the
+engine or the ``Engine`` class (query recorders, tracing, custom disconnect rules), a
+``schema_translate_map`` -- runs the same
+Core statements through ``Session.execute`` instead (:class:`Core`), and so sees and
+handles every statement as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
-from sqlalchemy import Connection, Dialect, bindparam, insert, select, update
+from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
@@ -36,8 +51,9 @@ from .models import artefacts, flows, transitions
 # The statements, built once: constructing Core statements per call (and hashing them into
 # a compiled-cache key) cost more than the database work. Values are bound per execution.
 INSERT_FLOW = insert(flows).returning(*flows.c)
+#: By primary key only; the caller checks the type in Python (a ``type = ?`` term let an
+#: unanalyzed PostgreSQL table plan the lookup on a ``(type, ...)`` index).
 SELECT_FLOW = select(flows).where(flows.c.id == bindparam("flow_id"))
-SELECT_FLOW_OF_TYPE = SELECT_FLOW.where(flows.c.type == bindparam("type_name"))
 #: SQLite has no row locks: a no-op UPDATE takes the database write lock first, so
 #: concurrent writers queue on busy_timeout instead of failing to upgrade a read lock.
 LOCK_SQLITE = (
@@ -55,6 +71,9 @@ INSERT_ARTEFACT = insert(artefacts)
 #: (dialect name, driver) pairs whose DBAPI connection the hot path uses directly.
 DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
+#: The logger SQLAlchemy logs statements to (``echo=True`` or logging configured at INFO).
+SQL_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+
 Params = Mapping[str, Any]
 
 
@@ -62,23 +81,19 @@ class Statements(Protocol):
     """The hot path's statements on one session's transaction; rows come back as mappings."""
 
     def lock(self, flow_id: int) -> Mapping[str, Any] | None: ...
-    def select_flow(self, flow_id: int, type_name: str | None) -> Mapping[str, Any] | None: ...
+    def select_flow(self, flow_id: int) -> Mapping[str, Any] | None: ...
     def insert_flow(self, values: Params) -> Mapping[str, Any]: ...
     def insert_transition(self, values: Params) -> int: ...
     def update_flow(self, values: Params) -> None: ...
     def insert_artefact(self, values: Params) -> None: ...
+    def insert(self, table: Table, values: Params) -> None: ...
 
 
 def on(sess: Session) -> Statements:
     """Return the hot path's statements on ``sess``'s transaction (beginning it if needed)."""
     conn = sess.connection(bind_arguments={"clause": flows})
     dialect = conn.dialect
-    if (
-        (dialect.name, dialect.driver) not in DRIVERS
-        or conn._echo  # SQL logging on: let SQLAlchemy log every statement
-        or ((conn._has_events or conn.engine._has_events) and _watched(conn))
-        or conn.get_execution_options().get("schema_translate_map")
-    ):
+    if (dialect.name, dialect.driver) not in DRIVERS or watched(conn):
         return Core(sess, dialect.name == "sqlite")
     compiled = _COMPILED.get(dialect)
     if compiled is None:
@@ -86,73 +101,103 @@ def on(sess: Session) -> Statements:
     return DBAPI(conn, compiled)
 
 
-def _watched(conn: Connection) -> bool:
-    """Return whether someone listens to statements on ``conn`` (query recorders, tracing)."""
-    d = conn.dispatch
+def watched(conn: Connection) -> bool:
+    """Return whether someone logs, traces or rewrites the statements run on ``conn``.
+
+    Listeners are looked up on the engine (``Engine.dispatch``, the documented attribute of
+    every event target; an event's listener collection is true when it has a listener),
+    which also holds those registered on the ``Engine`` class: that is where query
+    recorders and tracers register. (The joined per-connection collections would see
+    listeners registered on one ``Connection`` object too, but building them for every new
+    connection cost 6 µs of CPU per transaction.)
+    """
+    engine = conn.engine
+    d = engine.dispatch
     return bool(
-        d.before_execute or d.after_execute or d.before_cursor_execute or d.after_cursor_execute
+        engine.echo
+        or SQL_LOG.isEnabledFor(logging.INFO)
+        or d.before_execute
+        or d.after_execute
+        or d.before_cursor_execute
+        or d.after_cursor_execute
+        or conn.dialect.dispatch.handle_error
+        or conn.get_execution_options().get("schema_translate_map")
     )
+
+
+def _insert(table: Table) -> Executable:
+    stmt = _INSERTS.get(table)
+    if stmt is None:
+        stmt = _INSERTS[table] = insert(table)
+    return stmt
+
+
+_INSERTS: dict[Table, Executable] = {artefacts: INSERT_ARTEFACT}
 
 
 class Core:
     """The statements through ``Session.execute``: every dialect, every event, as before."""
 
-    __slots__ = ("_lock", "_sess")
+    __slots__ = ("lock_stmt", "sess")
 
     def __init__(self, sess: Session, sqlite: bool) -> None:
-        self._sess = sess
-        self._lock = LOCK_SQLITE if sqlite else LOCK_FOR_UPDATE
+        self.sess = sess
+        self.lock_stmt = LOCK_SQLITE if sqlite else LOCK_FOR_UPDATE
 
     def _one(self, stmt: Executable, values: Params) -> Mapping[str, Any] | None:
-        row = self._sess.execute(stmt, values).first()
-        return None if row is None else row._mapping  # type: ignore[return-value]
+        return self.sess.execute(stmt, values).mappings().first()  # type: ignore[return-value]
 
     def lock(self, flow_id: int) -> Mapping[str, Any] | None:
-        return self._one(self._lock, {"flow_id": flow_id})
+        return self._one(self.lock_stmt, {"flow_id": flow_id})
 
-    def select_flow(self, flow_id: int, type_name: str | None) -> Mapping[str, Any] | None:
-        if type_name is None:
-            return self._one(SELECT_FLOW, {"flow_id": flow_id})
-        return self._one(SELECT_FLOW_OF_TYPE, {"flow_id": flow_id, "type_name": type_name})
+    def select_flow(self, flow_id: int) -> Mapping[str, Any] | None:
+        return self._one(SELECT_FLOW, {"flow_id": flow_id})
 
     def insert_flow(self, values: Params) -> Mapping[str, Any]:
-        return self._sess.execute(INSERT_FLOW, values).one()._mapping  # type: ignore[return-value]
+        return self.sess.execute(INSERT_FLOW, values).mappings().one()  # type: ignore[return-value]
 
     def insert_transition(self, values: Params) -> int:
-        return self._sess.execute(INSERT_TRANSITION, values).scalar_one()  # type: ignore[no-any-return]
+        return self.sess.execute(INSERT_TRANSITION, values).scalar_one()  # type: ignore[no-any-return]
 
     def update_flow(self, values: Params) -> None:
-        self._sess.execute(UPDATE_FLOW, values)
+        self.sess.execute(UPDATE_FLOW, values)
 
     def insert_artefact(self, values: Params) -> None:
-        self._sess.execute(INSERT_ARTEFACT, values)
+        self.sess.execute(INSERT_ARTEFACT, values)
+
+    def insert(self, table: Table, values: Params) -> None:
+        self.sess.execute(_insert(table), values)
 
 
-class _Statement:
+class CompiledStatement:
     """One statement compiled for one dialect: its SQL and how to bind its parameters."""
 
-    __slots__ = ("_keys", "_positional", "_processors", "sql")
+    __slots__ = ("keys", "positional", "processors", "sql")
 
     def __init__(self, stmt: Any, dialect: Dialect, keys: list[str]) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=keys)
+        if compiled.escaped_bind_names:  # pragma: no cover - the tables' names are plain
+            raise ValueError(f"statement needs escaped parameter names: {compiled.string}")
         self.sql: str = compiled.string
-        self._positional = dialect.positional
+        self.positional: bool = dialect.positional
         #: Parameter order: positional (sqlite3's ``?``) or by name (psycopg's ``%(name)s``).
-        self._keys: list[str] = compiled.positiontup if self._positional else list(compiled.binds)
+        self.keys: list[str] = (
+            list(compiled.positiontup) if self.positional else list(compiled.binds)
+        )
         # The converters Session.execute would apply: SQLite DATETIME to text, JSON to text
-        # (or psycopg's Json), booleans to 0/1. By position or by name, as bound.
-        # Each with what it makes of None, computed once (a transition's ``meta`` is usually
-        # None, which JSON serializes to ``'null'`` on every call otherwise).
-        procs = compiled._bind_processors
-        self._processors: list[tuple[Any, Callable[[Any], Any], Any]] = [
-            (i if self._positional else key, procs[key], _of_none(procs[key]))
-            for i, key in enumerate(self._keys)
-            if key in procs
-        ]
+        # (or psycopg's Json), booleans to 0/1. By position or by name, as bound. Each with
+        # what it makes of None, computed once (a transition's ``meta`` is usually None,
+        # which JSON serializes to ``'null'`` on every call otherwise).
+        self.processors: list[tuple[Any, Callable[[Any], Any], Any]] = []
+        for i, key in enumerate(self.keys):
+            process = compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                at = i if self.positional else key
+                self.processors.append((at, process, _of_none(process)))
 
     def params(self, values: Params) -> list[Any] | dict[str, Any]:
-        params: Any = [values[k] for k in self._keys] if self._positional else dict(values)
-        for at, process, null in self._processors:
+        params: Any = [values[k] for k in self.keys] if self.positional else dict(values)
+        for at, process, null in self.processors:
             value = params[at]
             params[at] = process(value) if value is not None or null is _NO_SHORTCUT else null
         return params  # type: ignore[no-any-return]
@@ -174,75 +219,88 @@ class _Compiled:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.error: type[Exception] = dialect.loaded_dbapi.Error
         self.lock = LOCK_SQLITE if dialect.name == "sqlite" else LOCK_FOR_UPDATE
         #: Keyed like SQLAlchemy's compiled cache: the statement and the parameter names
         #: (an INSERT's columns and an UPDATE's SET clause follow the parameters given).
-        self._statements: dict[tuple[Executable, tuple[str, ...]], _Statement] = {}
+        self.statements: dict[tuple[Executable, tuple[str, ...]], CompiledStatement] = {}
         #: A flows row's columns, and how they are read back as SQLAlchemy would (SQLite:
         #: text to datetime, JSON text to objects, 0/1 to bool; psycopg does it all itself).
         self.flow_columns = [c.key for c in flows.c]
         self.flow_processors = [
             (c.key, process)
             for c in flows.c
-            if (process := dialect.type_descriptor(c.type).result_processor(dialect, None))
+            if (process := c.type.dialect_impl(dialect).result_processor(dialect, None))
         ]
 
-    def __call__(self, stmt: Executable, keys: tuple[str, ...]) -> _Statement:
-        compiled = self._statements.get((stmt, keys))
+    def __call__(self, stmt: Executable, keys: tuple[str, ...]) -> CompiledStatement:
+        compiled = self.statements.get((stmt, keys))
         if compiled is None:
-            compiled = _Statement(stmt, self.dialect, list(keys))
-            self._statements[stmt, keys] = compiled
+            compiled = CompiledStatement(stmt, self.dialect, list(keys))
+            self.statements[stmt, keys] = compiled
         return compiled
 
 
 _COMPILED: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
 
 
-class DBAPI:
-    """The statements on the driver cursor of the Session's connection (sqlite3, psycopg)."""
+def compiled_sql(dialect: Dialect) -> set[str]:
+    """Return the SQL text of every statement the DBAPI path has compiled for ``dialect``."""
+    found = _COMPILED.get(dialect)
+    return set() if found is None else {s.sql for s in found.statements.values()}
 
-    __slots__ = ("_c", "_conn", "_dbapi")
+
+class DBAPI:
+    """The statements on a driver cursor of the Session's connection (sqlite3, psycopg)."""
+
+    __slots__ = ("c", "conn", "driver")
 
     def __init__(self, conn: Connection, compiled: _Compiled) -> None:
-        self._conn = conn
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None  # a connection in a transaction is checked out
-        self._dbapi = dbapi
-        self._c = compiled
+        self.conn = conn
+        self.driver = conn.connection.driver_connection
+        self.c = compiled
 
-    def _run(self, stmt: Executable, values: Params) -> tuple[Any, ...] | None:
-        """Execute ``stmt`` and return its first row (all a hot-path statement returns)."""
-        compiled = self._c(stmt, tuple(values))
-        params = compiled.params(values)
-        cursor = self._dbapi.cursor()
+    def _run(self, stmt: Executable, values: Params, rows: bool = True) -> tuple[Any, ...] | None:
+        """Execute ``stmt`` and return its first row (all a hot-path statement returns).
+
+        ``rows``: whether the statement returns rows (known here; asking the cursor for its
+        ``description`` makes psycopg build a column object per column, every time).
+        """
+        compiled = self.c(stmt, tuple(values))
+        try:
+            params = compiled.params(values)
+        except Exception as exc:  # a value its type cannot bind: StatementError, as SQLAlchemy
+            _raise(self.conn, exc, compiled.sql, values, None)
+        cursor = self.driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(compiled.sql, params)
-            row = cursor.fetchone() if cursor.description else None
+            row = cursor.fetchone() if rows else None
+        except self.c.error as exc:
+            _raise(self.conn, exc, compiled.sql, params, cursor)
         except BaseException as exc:
-            # SQLAlchemy wraps it (IntegrityError, OperationalError...) and invalidates
-            # the connection on a disconnect, exactly as for its own statements.
-            self._conn._handle_dbapi_exception(exc, compiled.sql, params, cursor, None)
-            raise  # not reached: the handler always raises
+            if not isinstance(exc, Exception):
+                # Interrupted mid-statement (KeyboardInterrupt, cancellation): the
+                # connection's state is unknown, so it is not reused (as SQLAlchemy does).
+                self.conn.invalidate(exc)
+            raise
         finally:
-            cursor.close()
+            with contextlib.suppress(self.c.error):  # e.g. the connection is already closed
+                cursor.close()
         return row
 
     def _flow(self, row: tuple[Any, ...] | None) -> dict[str, Any] | None:
         if row is None:
             return None
-        flow = dict(zip(self._c.flow_columns, row, strict=True))
-        for key, process in self._c.flow_processors:
+        flow = dict(zip(self.c.flow_columns, row, strict=True))
+        for key, process in self.c.flow_processors:
             flow[key] = process(flow[key])
         return flow
 
     def lock(self, flow_id: int) -> Mapping[str, Any] | None:
-        return self._flow(self._run(self._c.lock, {"flow_id": flow_id}))
+        return self._flow(self._run(self.c.lock, {"flow_id": flow_id}))
 
-    def select_flow(self, flow_id: int, type_name: str | None) -> Mapping[str, Any] | None:
-        if type_name is None:
-            return self._flow(self._run(SELECT_FLOW, {"flow_id": flow_id}))
-        values = {"flow_id": flow_id, "type_name": type_name}
-        return self._flow(self._run(SELECT_FLOW_OF_TYPE, values))
+    def select_flow(self, flow_id: int) -> Mapping[str, Any] | None:
+        return self._flow(self._run(SELECT_FLOW, {"flow_id": flow_id}))
 
     def insert_flow(self, values: Params) -> Mapping[str, Any]:
         row = self._flow(self._run(INSERT_FLOW, values))
@@ -255,7 +313,41 @@ class DBAPI:
         return row[0]  # type: ignore[no-any-return]
 
     def update_flow(self, values: Params) -> None:
-        self._run(UPDATE_FLOW, values)
+        self._run(UPDATE_FLOW, values, rows=False)
 
     def insert_artefact(self, values: Params) -> None:
-        self._run(INSERT_ARTEFACT, values)
+        self._run(INSERT_ARTEFACT, values, rows=False)
+
+    def insert(self, table: Table, values: Params) -> None:
+        self._run(_insert(table), values, rows=False)
+
+
+def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> NoReturn:
+    """Raise ``exc`` as SQLAlchemy would, invalidating a dropped connection.
+
+    A driver error becomes its ``DBAPIError`` subclass; any other error (a value that
+    cannot be bound) a ``StatementError``, as ``DBAPIError.instance`` decides.
+    """
+    dialect = conn.dialect
+    dbapi_conn = None if conn.invalidated else conn.connection.dbapi_connection
+    gone = (
+        isinstance(exc, dialect.loaded_dbapi.Error)
+        and not conn.closed
+        and dialect.is_disconnect(exc, dbapi_conn, cursor)
+    )
+    error = DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=conn.engine.hide_parameters,
+        connection_invalidated=gone,
+        dialect=dialect,
+    )
+    if gone:
+        # The server went away (restart, failover, killed backend): this connection is
+        # closed and discarded, and so are the pool's idle ones, which are as dead; the
+        # next checkout connects afresh. SQLAlchemy does the same on a disconnect.
+        conn.invalidate(exc)
+        conn.engine.dispose()
+    raise error from exc

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
+from typing import ClassVar
 
 import click
 from flask.cli import with_appcontext
@@ -13,7 +15,35 @@ from .errors import PayloadValidationError
 from .registry import flow_types
 
 
-@click.group("flowstate")
+class _Commands(click.Group):
+    """The ``flowstate`` group; the operator commands are imported when first asked for.
+
+    They read the admin's filters and queries, and an app with ``FLOWSTATE_ADMIN=False``
+    must not import the admin just because the group is registered.
+    """
+
+    #: name -> (module under flowstate_web, attribute)
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "diagram": ("diagrams.cli", "diagram_command"),
+        "lint": ("cli_ops", "lint_command"),
+        "list": ("cli_ops", "list_command"),
+        "retry": ("cli_retry", "retry_command"),
+        "show": ("cli_ops", "show_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.LAZY:
+            module, attr = self.LAZY[cmd_name]
+            command = getattr(importlib.import_module(f"flowstate_web.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group("flowstate", cls=_Commands)
 def flowstate_cli() -> None:
     """Inspect and maintain flows."""
 
@@ -101,25 +131,3 @@ def relay_command(loop: bool, interval: float) -> None:
     app = click.get_current_context().ensure_object(ScriptInfo).load_app()
     click.echo(f"relaying every {interval:g}s (Ctrl+C stops)")
     periodic_loop(app, interval)
-
-
-def _attach_optional() -> None:
-    try:
-        from .diagrams.cli import diagram_command
-    except ImportError:  # pragma: no cover - the diagrams package ships with us
-        return
-    flowstate_cli.add_command(diagram_command, "diagram")
-
-
-_attach_optional()
-
-
-def _attach_ops() -> None:
-    from .cli_ops import lint_command, list_command, show_command
-    from .cli_retry import retry_command
-
-    for command in (list_command, show_command, retry_command, lint_command):
-        flowstate_cli.add_command(command)
-
-
-_attach_ops()

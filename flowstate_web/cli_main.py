@@ -117,9 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_flask_command(name: str) -> bool:
+    import click
+
     from .cli import flowstate_cli
 
-    return name in flowstate_cli.commands
+    return name in flowstate_cli.list_commands(click.Context(flowstate_cli))
 
 
 def _flask_command(argv: list[str]) -> int:

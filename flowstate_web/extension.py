@@ -98,6 +98,9 @@ class FlowState:
             app.cli.add_command(flowstate_cli)
 
     def _init_admin(self, app: Flask) -> None:
+        app.config.setdefault("FLOWSTATE_ADMIN", True)
+        if not app.config["FLOWSTATE_ADMIN"]:
+            return  # the admin package (views, templates, diagrams) is never imported
         from .admin import create_blueprint
         from .admin.settings import DEFAULTS, Settings
 

@@ -217,12 +217,23 @@ class Flow(metaclass=_FlowMeta):
         return _executor.create(cls, props, session)
 
     @classmethod
-    def get(cls, flow_id: int, *, session: AnySession | None = None) -> Self:
-        """Load the flow ``flow_id`` of this type or raise :class:`FlowNotFoundError`."""
-        row = _executor.read(resolve_session(session), flow_id, cls.type_name)
+    def get(cls, flow_id: int, *, session: AnySession | None = None, lock: bool = False) -> Self:
+        """Load the flow ``flow_id`` of this type or raise :class:`FlowNotFoundError`.
+
+        ``lock=True`` reads the row locked (``SELECT ... FOR UPDATE``; SQLite's write lock)
+        in the session's transaction, for a job about to run a transition: the first
+        transition on the returned object in that same transaction then uses the row as
+        read instead of locking and reading it again (one round trip fewer). The lock is
+        held until the transaction ends, which that transition's commit does.
+        """
+        sess = resolve_session(session)
+        row = _executor.read(sess, flow_id, cls.type_name, lock=lock)
         if row is None:
             raise FlowNotFoundError(cls.type_name, flow_id)
-        return cls(row, session)
+        flow = cls(row, session)
+        if lock:
+            _executor.hold(sess, flow)
+        return flow
 
     @classmethod
     def select(cls) -> Select[Any]:

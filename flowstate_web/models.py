@@ -78,16 +78,26 @@ class FlowRow(Base):
     last_error_type: Mapped[str | None] = mapped_column(String(200))
     last_error_message: Mapped[str | None] = mapped_column(Text)
 
+    # Every transition rewrites state, errored, seq, updated_at and state_entered_at, so
+    # an index on any of them gets a new entry per transition (no HOT update on
+    # PostgreSQL). The errored-only indexes are partial: a transition between two
+    # non-errored states (nearly all of them) adds nothing to them.
     __table_args__ = (
         Index("ix_flowstate_flows_type_state_id", "type", "state", "id"),
-        Index("ix_flowstate_flows_type_errored_id", "type", "errored", "id"),
+        # The errored-only list and the bulk retry: keyset on id among errored flows.
+        Index(
+            "ix_flowstate_flows_type_id_errored",
+            "type",
+            "id",
+            sqlite_where=text("errored IS 1"),
+            postgresql_where=text("errored IS true"),
+        ),
         Index("ix_flowstate_flows_type_created_at", "type", "created_at"),
         # A date range with a state / errored filter (the admin's lists and counts).
         Index("ix_flowstate_flows_type_state_created_at", "type", "state", "created_at"),
         Index("ix_flowstate_flows_type_errored_created_at", "type", "errored", "created_at"),
         Index("ix_flowstate_flows_type_state_updated_at", "type", "state", "updated_at"),
         Index("ix_flowstate_flows_type_updated_at", "type", "updated_at"),
-        Index("ix_flowstate_flows_errored_updated_at", "errored", "updated_at"),
         Index("ix_flowstate_flows_completed_at", "completed_at"),
         # Prop search (``props @> {...}``) on PostgreSQL; SQLite has no general JSON index.
         Index(
@@ -98,10 +108,12 @@ class FlowRow(Base):
         ).ddl_if(dialect="postgresql"),
         # "Errored the longest" per type: one short index scan per type.
         Index(
-            "ix_flowstate_flows_type_errored_state_entered_at",
+            "ix_flowstate_flows_type_state_entered_at_errored",
             "type",
-            "errored",
             "state_entered_at",
+            "id",
+            sqlite_where=text("errored IS 1"),
+            postgresql_where=text("errored IS true"),
         ),
         # Stalled flows (state past its timeout): a range per (type, state), see timeouts.py.
         Index(
