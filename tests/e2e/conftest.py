@@ -222,7 +222,8 @@ def seed_flows(completed: int = 3, fetch_failed: int = 2, save_failed: int = 1) 
         if i < completed:
             _fetch(flow, fail=False)
             flow.start_record_save()
-            flow.finish_record_save()  # after commit: complete
+            flow.finish_record_save()  # hands complete_flow off; done here instead
+            flow.complete()
             out.completed.append(flow.id)
         elif i < completed + fetch_failed:
             _fetch(flow, fail=True)
