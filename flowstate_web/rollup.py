@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Row, Table, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ._tx import AnySession, caller_owns, resolve_session
@@ -167,17 +168,22 @@ class _Sums:
                 cell[1] += seconds
 
 
-def _upsert(session: Session, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
+def _insert(session: Session, table: Table) -> Any:
+    """Return the dialect's INSERT of ``table`` (it has ON CONFLICT on both backends)."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the engine supports these two
-        raise NotImplementedError(f"the rollup does not support {name}")
-    stmt = insert(table)
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the rollup does not support {name}")  # pragma: no cover
+
+
+def _upsert(
+    session: Session, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    if not rows:
+        return
+    stmt = _insert(session, table)
     adds = [c for c in rows[0] if c not in keys]
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys),
@@ -207,14 +213,8 @@ def _write(session: Session, sums: _Sums) -> None:
 
 
 def _lock_cursor(session: Session, moment: datetime) -> tuple[int, list[list[Any]]]:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(
-        insert(rollup_cursor).values(id=1, last_id=0, gaps=[]).on_conflict_do_nothing()
-    )
+    cursor = _insert(session, rollup_cursor).values(id=1, last_id=0, gaps=[])
+    session.execute(cursor.on_conflict_do_nothing())
     # The UPDATE takes the row lock (PostgreSQL) / write lock (SQLite) before the mark is
     # read, so a concurrent rollup waits here and then reads the mark this one leaves.
     session.execute(update(rollup_cursor).where(rollup_cursor.c.id == 1).values(updated_at=moment))
@@ -266,7 +266,9 @@ def _run(
         found: set[int] = set()
         ids = sorted(wanted)
         for i in range(0, len(ids), 1000):
-            for row in sess.execute(_history_query().where(transitions.c.id.in_(ids[i : i + 1000]))):
+            for row in sess.execute(
+                _history_query().where(transitions.c.id.in_(ids[i : i + 1000]))
+            ):
                 sums.add(row)
                 found.add(int(row.id))
         done += len(found)
@@ -367,7 +369,7 @@ def window(session: Session, type_name: str, name: str, now: datetime | None = N
     return Window(name, since, edges, dict(dwell))
 
 
-def totals(session: Session) -> tuple[list[Row[Any]], list[Row[Any]]]:
+def totals(session: Session) -> tuple[list[Any], list[Any]]:
     """Return the all-time rows: ``(edges, dwell)`` (two statements, no history read)."""
     e, d = rollup_edges, rollup_dwell
     edges = session.execute(

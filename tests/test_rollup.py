@@ -41,7 +41,7 @@ def make_history(engine: Engine, n: int) -> list[int]:
 def spread(engine: Engine, start: datetime, step: timedelta) -> None:
     """Rewrite history times: flow k created at start + k*step, its i-th transition i*step later."""
     with engine.begin() as c:
-        for fid, created in c.execute(select(flows.c.id, flows.c.created_at).order_by(flows.c.id)):
+        for fid, _created in c.execute(select(flows.c.id, flows.c.created_at).order_by(flows.c.id)):
             base = start + (fid % 97) * step
             c.execute(update(flows).where(flows.c.id == fid).values(created_at=base))
             for tid, seq in c.execute(
