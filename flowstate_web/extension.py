@@ -73,6 +73,10 @@ class FlowState:
         if app.config["FLOWSTATE_REGISTER_TABLES"]:
             include_tables(self.db.metadata)
         self._init_admin(app)
+        if app.config.setdefault("FLOWSTATE_METRICS", False):
+            from . import metrics
+
+            metrics.init_app(app)
         app.extensions["flowstate"] = self
         from .cli import flowstate_cli
 
