@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -79,7 +80,7 @@ def test_error_edge_coloured_by_failure_rate_and_linked(heated: dict[str, ET.Ele
 def test_figures_on_hover_and_focus(heated: dict[str, ET.Element]) -> None:
     pay = heated[edge_dom_id("pay", "new")]
     assert pay.get("tabindex") == "0"  # not a link: focusable by itself
-    assert "taken 90× in the last 24 h" in pay.get("aria-label", "")
+    assert "taken 90\u00d7 in the last 24 h" in pay.get("aria-label", "")
     new = heated[state_dom_id("new")]
     figures = new.get("data-heat", "")
     assert "7 flows now · 0 errored · 2 stalled" in figures
@@ -99,7 +100,7 @@ def test_classes_and_legend_ranges() -> None:
     assert ranges[0][0] == 1 and ranges[-1][1] == 1000
     for lo, hi in ranges:
         assert volume_class(lo, 1000) == volume_class(hi, 1000)
-    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))
     assert volume_ranges(0) == []
 
 

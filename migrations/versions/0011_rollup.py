@@ -38,7 +38,13 @@ def upgrade():
         sa.Column("actor_kind", sa.String(length=20), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "type", "grain", "period", "name", "from_state", "to_state", "actor_kind",
+            "type",
+            "grain",
+            "period",
+            "name",
+            "from_state",
+            "to_state",
+            "actor_kind",
             name=op.f("pk_flowstate_rollup_edges"),
         ),
     )

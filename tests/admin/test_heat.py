@@ -35,7 +35,7 @@ def test_type_page_shows_the_heat_map(admin: Flask, web: FlaskClient) -> None:
         assert f'href="{PAGE}?window={window}#flowstate-heat"' in html
     # Figures: 3 of the 8 transitions out of "working" went to "broken".
     assert "failure rate 38% of 8 transitions out of working" in html
-    assert 'data-heat="start: new → working&#10;taken 8× in the last 24 h"' in html
+    assert 'data-heat="start: new → working&#10;taken 8\u00d7 in the last 24 h"' in html
     assert f'xlink:href="{PAGE}?state=broken&amp;errored=1"' in html
     assert "Edges into an error state: failure rate out of their source" in html
     assert 'fill="#7f2704"' in html  # the legend's darkest failure swatch
