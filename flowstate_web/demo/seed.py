@@ -117,6 +117,9 @@ def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[
                     made[key] = made.get(key, 0) + 1
     finally:
         jobs.use(held)
+    from .history import seed_history  # past traffic for the heat map, then one rollup
+
+    seed_history(current_app.extensions["flowstate"].db.session(), n=per_state * 30, rng=rng)
     return made
 
 

@@ -1,7 +1,7 @@
 """history rollup for the heat map and metrics: cursor, edge counts, time-in-state histograms
 
 Revision ID: 0011_rollup
-Revises: 0004_props_index
+Revises: 0007_stalled
 Create Date: 2026-11-28 01:15:00
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0011_rollup"
-down_revision = "0004_props_index"
+down_revision = "0007_stalled"
 branch_labels = None
 depends_on = None
 
