@@ -114,6 +114,8 @@ def percent(rate: float | None) -> str:
     """Return a rate as a percentage (one decimal below 10%)."""
     if rate is None:
         return "—"
+    if rate == 0:
+        return "0%"
     return f"{rate * 100:.1f}%" if rate < 0.1 else f"{rate * 100:.0f}%"
 
 
@@ -184,7 +186,8 @@ def overlay_heat(
         if texts and e.n > 0:
             span = ET.SubElement(texts[0], "tspan", {"class": "heat-n"})
             span.text = f" · {e.n:,}" + (f" · {percent(e.rate)}" if e.into_error else "")
-        _describe(g, edge_lines(e, window))
+        docs = _unwrap_tooltips(g) if e.url is not None else []
+        _describe(g, edge_lines(e, window) + docs)
         if e.url is not None:
             _wrap_in_link(g, e.url, edge_lines(e, window)[0])
         else:
@@ -205,6 +208,23 @@ def overlay_heat(
             g.set("tabindex", "0")
             g.set("role", "img")
     return doc.serialize()
+
+
+def _unwrap_tooltips(g: ET.Element) -> list[str]:
+    """Replace dot's tooltip anchors (``<g id="a_..."><a xlink:title>``) in ``g`` by their
+    content, so the edge holds a single link; return their tooltip texts."""
+    texts: list[str] = []
+    for i, child in reversed(list(enumerate(g))):
+        if child.tag == "g" and child.get("id", "").startswith("a_") and len(child) == 1:
+            (anchor,) = child
+            if anchor.tag != "a" or anchor.get("xlink:href"):
+                continue
+            if anchor.get("xlink:title"):
+                texts.insert(0, anchor.get("xlink:title", ""))
+            g.remove(child)
+            for j, inner in enumerate(list(anchor)):
+                g.insert(i + j, inner)
+    return list(dict.fromkeys(texts))
 
 
 def _wrap_in_link(g: ET.Element, url: str, label: str) -> None:

@@ -11,10 +11,15 @@
     if (!box) { return; }
     box.textContent = el.getAttribute("data-heat");
     box.hidden = false;
+    // Beside the element when there is room (the diagram stays visible), else below it.
     var r = el.getBoundingClientRect();
     var width = document.documentElement.clientWidth;
-    var left = Math.max(4, Math.min(r.left, width - box.offsetWidth - 8));
-    var top = r.bottom + 6;
+    var left = r.right + 10;
+    var top = r.top;
+    if (left + box.offsetWidth > width - 8) {
+      left = Math.max(4, Math.min(r.left, width - box.offsetWidth - 8));
+      top = r.bottom + 6;
+    }
     if (top + box.offsetHeight > window.innerHeight) { top = Math.max(4, r.top - box.offsetHeight - 6); }
     box.style.left = left + "px";
     box.style.top = top + "px";
