@@ -55,7 +55,7 @@ def test_heat_map_figures_and_links(
     assert edge.evaluate("el => el.tabIndex") == 0
     edge.focus()
     expect(tip).to_contain_text("pick: pending → picked")
-    expect(tip).to_contain_text("taken 8× in the last 24 h")
+    expect(tip).to_contain_text("taken 8\u00d7 in the last 24 h")
     page.keyboard.press("Escape")
     expect(tip).to_be_hidden()
     # The failure edge: its rate, then a click opens the errored flows in its error state.
