@@ -11,7 +11,9 @@ one in-progress state; errored only; a deep keyset page (``before=`` the id 90 %
 down the list); created in the 7 days before the newest flow; a prop search
 (``q=my_record_id=...``, one match); stalled flows only (``stalled=1``: flows past their
 state's timeout; the seeded in-progress flows are days old, so nearly all of them are);
-one completed flow's page (history, artefact,
+the type list with the heat map's 7 d window (``window=7d``; every type-list page shows the
+24 h heat map, read from a rollup filled to its full retention size by
+``bench_rollup.fill_rollup`` at every size); one completed flow's page (history, artefact,
 diagram). Lists show ``--page-size`` rows (default 10, ``FLOWSTATE_PAGE_SIZE``): small
 enough that every list is a full page at 1,000 flows too, so both sizes render the same
 rows (the ``rows`` column) and only the database's share of the work can differ.
@@ -52,6 +54,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_rollup
 import seed
 from _common import PG_URL, machine, markdown_table
 
@@ -73,6 +76,7 @@ PAGES = (
     "type list, created in the last 7 days",
     "type list, prop search",
     "type list, stalled only",
+    "type list, heat map 7d",
     "flow page",
 )
 
@@ -248,6 +252,7 @@ def page_paths(engine: Engine) -> dict[str, str]:
         "type list, created in the last 7 days": f"{base}?created_from={week_before}",
         "type list, prop search": f"{base}?q={search}",
         "type list, stalled only": f"{base}?stalled=1",
+        "type list, heat map 7d": f"{base}?window=7d",
         "flow page": f"{base}/{completed}",
     }
 
@@ -321,6 +326,10 @@ def run_backend(
             app, db = make_app(url, args.page_size)
             with app.app_context():
                 paths = page_paths(db.engine)
+                # The heat map reads the rollup: give every size the largest one retention
+                # keeps (its size depends on edges and periods, not on flows).
+                bench_rollup.empty_rollup(db.engine)
+                bench_rollup.fill_rollup(db.engine)
             results[n] = {}
             for page in PAGES:
                 m = measure(app, db, paths[page], args.warmup, args.repeat)

@@ -6,8 +6,8 @@
    emptied between runs). The transition's own transaction writes nothing for the rollup,
    so the transition benchmark is unchanged by design.
 2. **heat-map page**: :func:`fill_rollup` writes the largest rollup the retention keeps
-   (every 5-minute period of 26 h and every hourly period of 8 days, for every edge and
-   state of both demo types, 12 histogram bins per state) and the type page is timed with
+   (every 5-minute period of 2 h, hourly period of 26 h and daily period of 8 days, for
+   every edge and state of both demo types, 12 histogram bins per state) and the type page is timed with
    the 24 h and 7 d windows, empty rollup vs full. The page's rollup reads depend on the
    number of edges and periods, never on the number of flows or history rows.
 
@@ -50,9 +50,11 @@ def fill_rollup(engine: Engine, now: datetime | None = None) -> int:
     """Write the largest rollup retention keeps for the demo types; return rows written."""
     now = now or datetime.now(UTC)
     periods = [(rollup.FINE, rollup.floor(now - timedelta(minutes=5 * i), rollup.FINE))
-               for i in range(312)]  # fmt: skip
+               for i in range(24)]  # fmt: skip
     periods += [(rollup.HOURLY, rollup.floor(now - timedelta(hours=i), rollup.HOURLY))
-                for i in range(192)]  # fmt: skip
+                for i in range(26)]  # fmt: skip
+    periods += [(rollup.DAILY, rollup.floor(now - timedelta(days=i), rollup.DAILY))
+                for i in range(9)]  # fmt: skip
     periods.append((rollup.ALL_TIME, rollup.EPOCH))
     edge_rows, dwell_rows = [], []
     for cls in TYPES:
@@ -65,8 +67,9 @@ def fill_rollup(engine: Engine, now: datetime | None = None) -> int:
                                       "actor_kind": "code", "n": 7})  # fmt: skip
             for s in g.states:
                 for b in range(10, 22):
-                    dwell_rows.append({"type": cls.type_name, "grain": grain, "period": period,
-                                       "state": s.name, "bin": b, "n": 3, "seconds": 9.0})  # fmt: skip
+                    dwell_rows.append({"type": cls.type_name, "grain": grain,
+                                       "period": period, "state": s.name, "bin": b, "n": 3,
+                                       "seconds": 9.0})  # fmt: skip
     with engine.begin() as conn:
         conn.execute(insert(rollup_edges), edge_rows)
         conn.execute(insert(rollup_dwell), dwell_rows)

@@ -10,10 +10,12 @@ The transition's own transaction writes nothing here (the hot path gains no stat
   (since the flow's previous history row, or its creation for the first one), as counts in
   the fixed log-scale bins :data:`BOUNDS`, so p50/p95 of any window come from a few rows.
 
-Each is kept at three grains: 5-minute periods (kept :data:`FINE_KEEP`; the 1 h and 24 h
-windows read at most 288 periods), hourly periods (kept ``retention``, 8 days by default;
-the 7 d window reads at most 169) and grain 0, one all-time row per key that is never pruned
-(the monotonic totals the Prometheus counters need).
+Each is kept at four grains, so every window reads a few dozen periods at most: 5-minute
+periods (kept 2 h; the 1 h window reads at most 13), hourly (kept 26 h; the 24 h window reads
+at most 25), daily (kept ``retention``, 8 days by default; the 7 d window reads at most 8,
+i.e. whole UTC days, up to one day more than 7) and grain 0, one all-time row per key that is
+never pruned (the monotonic totals the Prometheus counters need). A window covers the periods
+that overlap it, so it can reach one period further back than its length.
 
 **What is guaranteed.** Every history row is counted at most once: the cursor row is
 locked first (an ``UPDATE``, which is a row lock on PostgreSQL and the write lock on SQLite),
@@ -45,11 +47,14 @@ from .models import flows, rollup_cursor, rollup_dwell, rollup_edges, transition
 #: Grains (period length in seconds); 0 is the all-time row of each key.
 FINE: Final = 300
 HOURLY: Final = 3600
+DAILY: Final = 86_400
 ALL_TIME: Final = 0
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: 5-minute periods are kept this long (the 24 h window plus slack).
-FINE_KEEP: Final = timedelta(hours=26)
+#: 5-minute periods serve the 1 h window, hourly ones the 24 h window; daily periods are
+#: kept ``retention`` (the 7 d window).
+FINE_KEEP: Final = timedelta(hours=2)
+HOURLY_KEEP: Final = timedelta(hours=26)
 DEFAULT_RETENTION: Final = timedelta(days=8)
 GAP_TIMEOUT: Final = timedelta(hours=1)
 MAX_GAPS: Final = 10_000
@@ -62,8 +67,8 @@ BOUNDS: Final[tuple[float, ...]] = tuple(0.1 * math.sqrt(2) ** i for i in range(
 #: Windows the admin offers: name -> (length, grain read).
 WINDOWS: Final[dict[str, tuple[timedelta, int]]] = {
     "1h": (timedelta(hours=1), FINE),
-    "24h": (timedelta(hours=24), FINE),
-    "7d": (timedelta(days=7), HOURLY),
+    "24h": (timedelta(hours=24), HOURLY),
+    "7d": (timedelta(days=7), DAILY),
 }
 
 
@@ -157,7 +162,7 @@ class _Sums:
         at = _aware(row.created_at)
         since = row.prev_at if row.seq > 1 else row.flow_created_at
         kind = actor_kind(row.meta)
-        for grain in (FINE, HOURLY, ALL_TIME):
+        for grain in (FINE, HOURLY, DAILY, ALL_TIME):
             period = floor(at, grain)
             key = (row.type, grain, period, row.name, row.from_state, row.to_state, kind)
             self.edges[key] += 1
@@ -303,7 +308,8 @@ def prune(session: Session, now: datetime, retention: timedelta = DEFAULT_RETENT
             delete(table).where(
                 or_(
                     and_(table.c.grain == FINE, table.c.period < now - FINE_KEEP),
-                    and_(table.c.grain == HOURLY, table.c.period < now - retention),
+                    and_(table.c.grain == HOURLY, table.c.period < now - HOURLY_KEEP),
+                    and_(table.c.grain == DAILY, table.c.period < now - retention),
                 )
             )
         )
@@ -345,7 +351,7 @@ def window(session: Session, type_name: str, name: str, now: datetime | None = N
     """Return the figures of ``type_name`` over window ``name`` (a key of :data:`WINDOWS`).
 
     Reads the periods that overlap the window (so up to one period more than its length):
-    at most 289 five-minute or 169 hourly periods per edge and per (state, bin).
+    at most 13, 25 or 8 periods per edge and per (state, bin), whatever the history's size.
     """
     length, grain = WINDOWS[name]
     since = floor((now or datetime.now(UTC)) - length, grain)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
@@ -236,3 +237,18 @@ def test_gaps_of_rolled_back_ids_expire(engine: Engine) -> None:
         later = datetime.now(UTC) + rollup.GAP_TIMEOUT + timedelta(seconds=1)
         assert rollup.run(s, now=later) == 0
         assert s.execute(select(rollup_cursor.c.gaps)).scalar_one() == []
+
+
+def test_rollup_command(app: Flask) -> None:
+    with app.app_context():
+        flow = Order.create(customer="c", amount=1)
+        flow.pay({"x": 1})
+        flow.ship()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["flowstate", "rollup", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert "rolled up 2 history row(s)" in result.output
+    again = runner.invoke(args=["flowstate", "rollup", "--retention-days", "2"])
+    assert "rolled up 0 history row(s)" in again.output
+    bad = runner.invoke(args=["flowstate", "rollup", "--retention-days", "0"])
+    assert bad.exit_code == 2
