@@ -48,15 +48,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     "FLOWSTATE_METRICS_TOKEN": None,
 }
 
-#: Histogram buckets (seconds): every 4th bin bound of the rollup, 0.1 s .. about 4.9 days.
+#: Histogram buckets: every 4th bin bound of the rollup (a factor 4 apart), 0.1 s .. 19 days.
 BUCKETS: Final[tuple[int, ...]] = tuple(range(0, len(rollup.BOUNDS), 4))
 
 
 class FlowStateCollector(Collector):
     """Read the counters and the rollup on each scrape (five statements)."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families (called by ``generate_latest``)."""
@@ -126,7 +123,7 @@ def collect(session: Session) -> Iterator[Any]:
         "When the history rollup last ran (alert if it stops)",
     )
     if cursor is not None and cursor.updated_at is not None:
-        last.add_metric([], rollup._aware(cursor.updated_at).timestamp())
+        last.add_metric([], rollup.as_utc(cursor.updated_at).timestamp())
     yield last
 
 
@@ -177,7 +174,7 @@ def init_app(app: Flask) -> None:
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FlowStateCollector(app))
+    registry.register(FlowStateCollector())
 
     def metrics() -> Response:
         if not allowed():

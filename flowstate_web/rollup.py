@@ -117,11 +117,12 @@ def floor(moment: datetime, grain: int) -> datetime:
     """Return the start of the ``grain``-second period holding ``moment`` (EPOCH for 0)."""
     if grain == ALL_TIME:
         return EPOCH
-    ts = int(_aware(moment).timestamp())
+    ts = int(as_utc(moment).timestamp())
     return datetime.fromtimestamp(ts - ts % grain, UTC)
 
 
-def _aware(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """Return ``moment`` aware (SQLite returns naive UTC datetimes)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -159,7 +160,7 @@ class _Sums:
         self.dwell: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0])
 
     def add(self, row: Row[Any]) -> None:
-        at = _aware(row.created_at)
+        at = as_utc(row.created_at)
         since = row.prev_at if row.seq > 1 else row.flow_created_at
         kind = actor_kind(row.meta)
         for grain in (FINE, HOURLY, DAILY, ALL_TIME):
@@ -167,7 +168,7 @@ class _Sums:
             key = (row.type, grain, period, row.name, row.from_state, row.to_state, kind)
             self.edges[key] += 1
             if since is not None:
-                seconds = max((at - _aware(since)).total_seconds(), 0.0)
+                seconds = max((at - as_utc(since)).total_seconds(), 0.0)
                 cell = self.dwell[(row.type, grain, period, row.from_state, bin_of(seconds))]
                 cell[0] += 1
                 cell[1] += seconds

@@ -68,7 +68,7 @@ def recount(engine: Engine) -> tuple[Counter[tuple[str, str, str]], dict[str, Co
     for r in rows:
         edges[r.name, r.from_state, r.to_state] += 1
         before = prev.get(r.flow_id, created[r.flow_id])
-        seconds = (rollup._aware(r.created_at) - rollup._aware(before)).total_seconds()
+        seconds = (rollup.as_utc(r.created_at) - rollup.as_utc(before)).total_seconds()
         dwell[r.from_state][rollup.bin_of(seconds)] += 1
         prev[r.flow_id] = r.created_at
     return edges, dwell
