@@ -8,8 +8,8 @@
 2. **heat-map page**: :func:`fill_rollup` writes the largest rollup the retention keeps
    (every 5-minute period of 2 h, hourly period of 26 h and daily period of 8 days, for
    every edge and state of both demo types, 12 histogram bins per state) and the type page
-   is timed with the 24 h and 7 d windows, empty rollup vs full. The page's rollup reads depend on the
-   number of edges and periods, never on the number of flows or history rows.
+   is timed with the 24 h and 7 d windows, empty rollup vs full. The page's rollup reads
+   depend on the number of edges and periods, never on the number of flows or history rows.
 
     .venv/bin/python bench/bench_rollup.py --flows 20000 --backends sqlite,postgresql
 """
