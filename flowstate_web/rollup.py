@@ -376,6 +376,14 @@ def window(session: Session, type_name: str, name: str, now: datetime | None = N
     return Window(name, since, edges, dict(dwell))
 
 
+def last_run(session: Session) -> datetime | None:
+    """Return when the rollup last ran (None if never): one primary-key read."""
+    at = session.execute(
+        select(rollup_cursor.c.updated_at).where(rollup_cursor.c.id == 1)
+    ).scalar_one_or_none()
+    return as_utc(at) if at is not None else None
+
+
 def totals(session: Session) -> tuple[list[Any], list[Any]]:
     """Return the all-time rows: ``(edges, dwell)`` (two statements, no history read)."""
     e, d = rollup_edges, rollup_dwell

@@ -1,4 +1,4 @@
-"""The type page's heat map: figures from the rollup (two statements), put on the diagram.
+"""The type page's heat map: figures from the rollup (three statements), put on the diagram.
 
 Counts, errored and stalled per state come from what the page already read (the counters
 and the capped stalled counts); edge volumes and time-in-state percentiles come from
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from flask import current_app, url_for
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from ..flow import Flow
 
 DEFAULT_WINDOW: Final = "24h"
+#: The figures are flagged when the rollup has not run for this long.
+STALE_AFTER: Final = timedelta(minutes=10)
 WINDOW_LABELS: Final = {"1h": "hour", "24h": "24 h", "7d": "7 days"}
 
 
@@ -56,6 +59,9 @@ class HeatView:
     edges: list[EdgeHeat]
     states: list[StateHeat]
     since_text: str
+    #: When the rollup last ran ("" if never), and whether that is too long ago.
+    rolled_up_text: str
+    stale: bool
     #: ``(swatch colour, meaning)`` rows of the legend.
     volume_legend: list[tuple[str, str]]
     failure_legend: list[tuple[str, str]]
@@ -98,10 +104,11 @@ def build(
     stalled: Mapping[str, Matching],
     window: str,
 ) -> HeatView:
-    """Return the heat map of ``cls`` over ``window`` (two statements)."""
+    """Return the heat map of ``cls`` over ``window`` (three statements)."""
     graph = cls.graph()
     name = cls.type_name
     figures = rollup.window(session, name, window)
+    last = rollup.last_run(session)
     taken = {(e.name, e.from_state): e.n for e in figures.edges}
     edges: list[EdgeHeat] = []
     for t in graph.transitions:
@@ -154,6 +161,8 @@ def build(
         edges=edges,
         states=states,
         since_text=figures.since.strftime("%Y-%m-%d %H:%M UTC"),
+        rolled_up_text=last.strftime("%Y-%m-%d %H:%M:%S UTC") if last else "",
+        stale=last is None or datetime.now(UTC) - last > STALE_AFTER,
         volume_legend=[(IDLE_COLOUR, "not taken")]
         + [
             (VOLUME_COLOURS[volume_class(hi, top) - 1], _range(lo, hi))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -62,11 +63,11 @@ def test_polled_diagram_keeps_heat_and_window(
     assert "flowstate-heat" in html and "in the last hour" in html
 
 
-def test_two_rollup_statements_per_page(admin: Flask, web: FlaskClient) -> None:
+def test_three_rollup_statements_per_page(admin: Flask, web: FlaskClient) -> None:
     seed()
     with count_queries(admin) as seen:
         assert web.get(PAGE).status_code == 200
-    assert len([s for s in seen if "flowstate_rollup" in s]) == 2
+    assert len([s for s in seen if "flowstate_rollup" in s]) == 3
     assert not any("flowstate_transitions" in s for s in seen)
 
 
@@ -74,3 +75,15 @@ def test_heat_map_can_be_turned_off(make_admin: Callable[..., Flask]) -> None:
     app = make_admin(FLOWSTATE_HEATMAP=False)
     html = app.test_client().get(PAGE).get_data(as_text=True)
     assert "flowstate-heat" not in html
+
+
+def test_says_when_the_rollup_never_ran_or_stopped(admin: Flask, web: FlaskClient) -> None:
+    errored_branchy("x")
+    html = web.get(PAGE).get_data(as_text=True)
+    assert "the history rollup has never run" in html
+    rollup.run()
+    html = web.get(PAGE).get_data(as_text=True)
+    assert "Rolled up at" in html and "never run" not in html
+    rollup.run(now=datetime.now(UTC) - timedelta(hours=1))
+    html = web.get(PAGE).get_data(as_text=True)
+    assert "these figures stop there" in html
