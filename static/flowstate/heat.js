@@ -9,6 +9,8 @@
   function show(el) {
     var box = tip();
     if (!box) { return; }
+    // Out of the diagram's sticky (stacking, scrolling) column, so nothing covers it.
+    if (box.parentNode !== document.body) { document.body.appendChild(box); }
     box.textContent = el.getAttribute("data-heat");
     box.hidden = false;
     // Beside the element when there is room (the diagram stays visible), else below it.
