@@ -14,7 +14,10 @@ the middle, alone and with the state filter; a prop search (``q=my_record_id=...
 match); stalled flows only (``stalled=1``: flows past their state's timeout; the seeded
 in-progress flows are days old, so nearly all of them are); a free-text search of the
 same value (every prop and the id), and of a value nothing holds; the bulk-retry preview of
-the middle week; one completed flow's page (history, artefact, diagram). Lists show
+the middle week; the type list with the heat map's 7 d window (``window=7d``; every
+type-list page shows the 24 h heat map, read from a rollup filled to its full retention size
+by ``bench_rollup.fill_rollup`` at every size); one completed flow's page (history,
+artefact, diagram). Lists show
 ``--page-size`` rows (default 10,
 ``FLOWSTATE_PAGE_SIZE``): small enough that most lists are a full page at 1,000 flows too,
 so both sizes render the same rows (the ``rows`` column) and only the database's share of
@@ -57,6 +60,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_rollup
 import seed
 from _common import PG_URL, machine, markdown_table
 
@@ -88,6 +92,7 @@ PAGES = (
     "type list, free-text search",
     "type list, free-text search, no match",
     "bulk-retry preview, middle week",
+    "type list, heat map 7d",
     "flow page",
 )
 
@@ -328,6 +333,7 @@ def page_paths(engine: Engine) -> dict[str, str]:
         "type list, free-text search": f"{base}?q={quote(record['my_record_id'])}",
         "type list, free-text search, no match": f"{base}?q=no-such-record",
         "bulk-retry preview, middle week": f"{base}/bulk-retry?{middle_week}",
+        "type list, heat map 7d": f"{base}?window=7d",
         "flow page": f"{base}/{completed}",
     }
 
@@ -406,6 +412,10 @@ def run_backend(
             app, db = make_app(url, args.page_size)
             with app.app_context():
                 paths = page_paths(db.engine)
+                # The heat map reads the rollup: give every size the largest one retention
+                # keeps (its size depends on edges and periods, not on flows).
+                bench_rollup.empty_rollup(db.engine)
+                bench_rollup.fill_rollup(db.engine)
             results[n] = {}
             for page in pages(args):
                 m = measure(app, db, paths[page], args.warmup, args.repeat)

@@ -131,3 +131,32 @@ def relay_command(loop: bool, interval: float) -> None:
     app = click.get_current_context().ensure_object(ScriptInfo).load_app()
     click.echo(f"relaying every {interval:g}s (Ctrl+C stops)")
     periodic_loop(app, interval)
+
+
+@flowstate_cli.command("rollup")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="history rows per transaction",
+)
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=1),
+    default=8,
+    show_default=True,
+    help="keep hourly figures this long (the 7 d window needs 7)",
+)
+@with_appcontext
+def rollup_command(limit: int, retention_days: float) -> None:
+    """Roll new history rows up for the heat map and metrics (run it every minute or so)."""
+    from . import rollup
+
+    total = 0
+    while True:
+        n = rollup.run(limit=limit, retention=timedelta(days=retention_days))
+        total += n
+        if n < limit:
+            break
+    click.echo(f"rolled up {total} history row(s)")

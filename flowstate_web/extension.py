@@ -90,6 +90,10 @@ class FlowState:
         if app.config["FLOWSTATE_REGISTER_TABLES"]:
             include_tables(self.db.metadata)
         self._init_admin(app)
+        if app.config.setdefault("FLOWSTATE_METRICS", False):
+            from . import metrics
+
+            metrics.init_app(app)
         app.extensions["flowstate"] = self
         _watch_sqlite_settings(app, self.db)
         from .cli import flowstate_cli

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -246,9 +247,64 @@ class OutboxRow(Base):
     )
 
 
+class RollupCursorRow(Base):
+    """Where the history rollup (:mod:`flowstate_web.rollup`) stopped: one row, ``id = 1``.
+
+    Every history row with ``id <= last_id`` is counted, except the ids in ``gaps``
+    (``[[id, first seen as missing, epoch seconds], ...]``), which were not visible yet
+    when a higher id was read and are looked up again on the next runs.
+    """
+
+    __tablename__ = "flowstate_rollup_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(IdType, default=0)
+    gaps: Mapped[list[Any]] = mapped_column(JSONDocument(), default=list)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RollupEdgeRow(Base):
+    """How many times an edge was taken in one period (``grain`` seconds; 0 = all time)."""
+
+    __tablename__ = "flowstate_rollup_edges"
+
+    type: Mapped[str] = mapped_column(String(200), primary_key=True)
+    grain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    period: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    from_state: Mapped[str] = mapped_column(String(200), primary_key=True)
+    to_state: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: Who ran it: ``admin``, ``cli`` (from the history's ``meta``) or ``code``.
+    actor_kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    # Retention deletes by (grain, period) across types.
+    __table_args__ = (Index("ix_flowstate_rollup_edges_grain_period", "grain", "period"),)
+
+
+class RollupDwellRow(Base):
+    """Time flows spent in a state before leaving it: a log-scale histogram per period."""
+
+    __tablename__ = "flowstate_rollup_dwell"
+
+    type: Mapped[str] = mapped_column(String(200), primary_key=True)
+    grain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    period: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    state: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: Index of the histogram bin (:data:`flowstate_web.rollup.BOUNDS`).
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (Index("ix_flowstate_rollup_dwell_grain_period", "grain", "period"),)
+
+
 flows = cast(Table, FlowRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
 artefacts = cast(Table, ArtefactRow.__table__)
 state_counts = cast(Table, StateCountRow.__table__)
 outbox = cast(Table, OutboxRow.__table__)
+rollup_cursor = cast(Table, RollupCursorRow.__table__)
+rollup_edges = cast(Table, RollupEdgeRow.__table__)
+rollup_dwell = cast(Table, RollupDwellRow.__table__)
 counters.attach(state_counts, flows)

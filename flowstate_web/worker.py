@@ -20,10 +20,13 @@ log = logging.getLogger("flowstate_web.worker")
 
 #: Flows the timeout sweep fails per transaction.
 SWEEP_BATCH = 500
+#: History rows the rollup reads per transaction.
+ROLLUP_BATCH = 10_000
 
 
 def periodic_work() -> list[tuple[str, Callable[[], object]]]:
     """Return the periodic jobs, by name, to run inside an app context."""
+    from . import rollup
     from .outbox import relay_app
     from .timeouts import sweep
 
@@ -34,7 +37,18 @@ def periodic_work() -> list[tuple[str, Callable[[], object]]]:
             total += n
         return total + n
 
-    return [("outbox relay", relay_app), ("timeout sweep", sweep_all)]
+    def rollup_all() -> int:
+        """Roll every new history row up for the heat map and the metrics."""
+        total = 0
+        while (n := rollup.run(limit=ROLLUP_BATCH)) == ROLLUP_BATCH:
+            total += n
+        return total + n
+
+    return [
+        ("outbox relay", relay_app),
+        ("timeout sweep", sweep_all),
+        ("history rollup", rollup_all),
+    ]
 
 
 def run_periodic(app: Flask) -> None:

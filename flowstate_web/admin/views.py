@@ -17,7 +17,7 @@ from ..diagrams import DiagramView, build_dot, diagram_view, render, to_mermaid
 from ..errors import FlowNotFoundError
 from ..records import ArtefactEntry
 from ..registry import find_flow_type
-from . import filters, present, queries, security, stored
+from . import filters, heat, present, queries, security, stored
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -166,13 +166,26 @@ def register(bp: Blueprint, settings: Settings) -> None:
         if is_htmx():
             return render_template("flowstate/_flow_list.html", **context)
         diagram = type_diagram_view(cls, counts, errored, f.live)
-        return render_template("flowstate/flow_type.html", diagram=diagram, **context)
+        heat_map = None
+        if heat.enabled():
+            window = heat.window_name(request.args)
+            heat_map = heat.build(session(), cls, counts, errored, stalled, window)
+            diagram = heat.apply(diagram, heat_map, type_name)
+        return render_template(
+            "flowstate/flow_type.html", diagram=diagram, heat=heat_map, **context
+        )
 
     @bp.get("/types/<type_name>/diagram")
     def type_diagram(type_name: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
         counts, errored, _ = type_counts(type_name)
         diagram = type_diagram_view(cls, counts, errored, filters.live_flag(request.args))
+        if heat.enabled():
+            stalled = queries.stalled_by_state(session(), type_name, counts, errored)
+            heat_map = heat.build(
+                session(), cls, counts, errored, stalled, heat.window_name(request.args)
+            )
+            diagram = heat.apply(diagram, heat_map, type_name)
         return render_template("flowstate/_diagram.html", diagram=diagram)
 
     @bp.get("/types/<type_name>/diagram.<fmt>")

@@ -127,6 +127,9 @@ def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[
         ext.db.session.commit()
     finally:
         ext.queue = held
+    from .history import seed_history  # past traffic for the heat map, then one rollup
+
+    seed_history(ext.db.session(), n=per_state * 30, rng=rng)
     return made
 
 
