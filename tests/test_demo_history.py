@@ -13,10 +13,9 @@ from sqlalchemy import func, select
 
 from flowstate_web import rollup
 from flowstate_web.app import create_app, db
-from flowstate_web.demo import jobs
 from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
 from flowstate_web.demo.seed import seed
-from flowstate_web.models import flows, transitions
+from flowstate_web.models import flows, outbox, transitions
 
 
 @pytest.fixture
@@ -39,33 +38,29 @@ def demo_app(tmp_path: Path) -> Iterator[Flask]:
 
 
 def test_seeded_history_spreads_over_hours_and_is_rolled_up(demo_app: Flask) -> None:
-    sent: list[tuple[str, int]] = []
-    previous = jobs.use(lambda job, flow_id: sent.append((job, flow_id)))
-    try:
-        with demo_app.app_context():
-            seed(per_state=1, rng=random.Random(4))
-            now = datetime.now(UTC)
-            oldest, newest = db.session.execute(
-                select(func.min(transitions.c.created_at), func.max(transitions.c.created_at))
-            ).one()
-            assert now - rollup.as_utc(oldest) > timedelta(hours=1)
-            assert now - rollup.as_utc(newest) < timedelta(hours=6)
-            # Everything is rolled up already, and the 24 h window shows failures.
-            assert rollup.run() == 0
-            day = rollup.window(db.session(), OrderFulfilmentFlow.type_name, "24h")
-            graph = OrderFulfilmentFlow.graph()
-            assert sum(e.n for e in day.edges if e.to_state in graph.error_states) > 0
-            assert day.p("picking", 0.5) is not None
-            # Flows still in progress entered their state moments ago: no timeout fires.
-            open_ = db.session.execute(
-                select(func.min(flows.c.state_entered_at)).where(
-                    flows.c.type == OrderFulfilmentFlow.type_name,
-                    flows.c.errored.is_(False),
-                    flows.c.completed_at.is_(None),
-                    flows.c.state.notin_(graph.final_states),
-                )
-            ).scalar_one()
-            assert now - rollup.as_utc(open_) < timedelta(minutes=1)
-    finally:
-        jobs.use(previous)
-    assert sent == []
+    with demo_app.app_context():
+        seed(per_state=1, rng=random.Random(4))
+        now = datetime.now(UTC)
+        oldest, newest = db.session.execute(
+            select(func.min(transitions.c.created_at), func.max(transitions.c.created_at))
+        ).one()
+        assert now - rollup.as_utc(oldest) > timedelta(hours=1)
+        assert now - rollup.as_utc(newest) < timedelta(hours=6)
+        # Everything is rolled up already, and the 24 h window shows failures.
+        assert rollup.run() == 0
+        day = rollup.window(db.session(), OrderFulfilmentFlow.type_name, "24h")
+        graph = OrderFulfilmentFlow.graph()
+        assert sum(e.n for e in day.edges if e.to_state in graph.error_states) > 0
+        assert day.p("picking", 0.5) is not None
+        # Flows still in progress entered their state moments ago: no timeout fires.
+        open_ = db.session.execute(
+            select(func.min(flows.c.state_entered_at)).where(
+                flows.c.type == OrderFulfilmentFlow.type_name,
+                flows.c.errored.is_(False),
+                flows.c.completed_at.is_(None),
+                flows.c.state.notin_(graph.final_states),
+            )
+        ).scalar_one()
+        assert now - rollup.as_utc(open_) < timedelta(minutes=1)
+        # Past traffic is history, not work: no hand-off waits to be sent.
+        assert db.session.execute(select(func.count()).select_from(outbox)).scalar() == 0
