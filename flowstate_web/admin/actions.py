@@ -35,16 +35,22 @@ MAX_REASON: Final = 2000
 WIDGETS: Final = ("panel", "row")
 
 
-def reason_field() -> str | None:
-    """Return the optional reason of an action (``None`` when blank).
+def reason_field(required: bool = False) -> str | None:
+    """Return the reason of an action (``None`` when blank and not ``required``).
 
-    :raises BadRequest: longer than :data:`MAX_REASON` characters.
+    :raises BadRequest: longer than :data:`MAX_REASON` characters, or blank when
+        ``required`` (``FLOWSTATE_REQUIRE_REASON``).
     """
     reason = request.form.get("reason", "").strip()
     if len(reason) > MAX_REASON:
         raise BadRequest(f"reason: at most {MAX_REASON} characters")
     if "\x00" in reason:
         raise BadRequest("reason: NUL characters are not allowed")
+    if required and not reason:
+        raise BadRequest(
+            "reason: required (FLOWSTATE_REQUIRE_REASON is set): say why, it is recorded"
+            " in each flow's history"
+        )
     return reason or None
 
 
@@ -84,7 +90,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         spec = cls.graph().transition(name)
         if spec is None or not spec.retry:
             raise BadRequest(f"{name[:80]!r} is not a retry transition of {cls.type_name}")
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         flow = load_flow(cls, flow_id)
         detail = url_for(".flow_detail", type_name=type_name, flow_id=flow.id)
@@ -147,7 +153,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.form, cls).for_bulk()
         progress = bulk.load(request.form.get("progress"))
         chosen = bulk.choose(cls, request.form)
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         progress = bulk.run(
             session(),

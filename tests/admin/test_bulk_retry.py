@@ -137,7 +137,7 @@ def test_a_flow_changed_meanwhile_is_skipped_with_its_reason(admin: Flask) -> No
     SimpleRetryFlow.get(flow.id).run("again")  # another operator was faster
     progress = bulk.Progress()
 
-    bulk._retry_one(db.session(), SimpleRetryFlow(row), {}, "alice", None, progress)
+    bulk.retry_one(db.session(), SimpleRetryFlow(row), {}, "alice", None, progress)
 
     assert progress.retried == 0
     assert progress.skipped == {"state changed meanwhile (now 'new')": 1}
