@@ -138,13 +138,17 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.args, cls).for_bulk()
         by_state = queries.errored_by_state(session(), type_name, f)
         graph = cls.graph()
+        total = sum(by_state.values())
+        # Guards evaluated on the first DRY_RUN matching flows only, whatever the total.
+        dry = bulk.dry_run(session(), cls, f, bulk.choose(cls, request.args)) if total else None
         return render_template(
             "flowstate/bulk_confirm.html",
             cls=cls,
             graph=graph,
             f=f,
             by_state=by_state,
-            total=sum(by_state.values()),
+            total=total,
+            dry=dry,
         )
 
     @bp.post("/types/<type_name>/bulk-retry")
