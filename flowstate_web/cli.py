@@ -90,11 +90,14 @@ _attach_optional()
 
 
 def _attach_ops() -> None:
+    from .cli_bulk import bulk_retry_command, remap_command
     from .cli_ops import lint_command, list_command, show_command
     from .cli_retry import retry_command
 
     for command in (list_command, show_command, retry_command, lint_command):
         flowstate_cli.add_command(command)
+    flowstate_cli.add_command(bulk_retry_command)
+    flowstate_cli.add_command(remap_command)
 
 
 _attach_ops()
