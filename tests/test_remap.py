@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ def check_invariants(s: Session, ids: list[int]) -> None:
             select(transitions).where(transitions.c.flow_id == flow_id).order_by(transitions.c.seq)
         ).all()
         assert [h.seq for h in history] == list(range(1, row.seq + 1))
-        for a, b in zip(history, history[1:], strict=False):
+        for a, b in pairwise(history):
             if b.kind != "remap":
                 assert b.from_state == a.to_state
         assert (history[-1].to_state if history else "new") == row.state

@@ -139,7 +139,7 @@ def run(
                     session, cls.type_name, f, progress.last_id, batch_size
                 )
                 for row in rows:
-                    retry_one(session, cls(row), chosen, actor, reason, progress)
+                    retry_one(session, cls(row, session), chosen, actor, reason, progress)
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")
@@ -252,7 +252,7 @@ def dry_run(
     rows = queries.errored_batch(session, cls.type_name, f, 0, limit)
     result.looked = len(rows)
     for row in rows:
-        flow = cls(row)
+        flow = cls(row, session)
         why_by_name: dict[str, str | None] = {}
         for t in flow.retry_transitions():
             why = why_by_name[t.name] = flow.why_not(t.name)

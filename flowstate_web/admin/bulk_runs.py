@@ -373,7 +373,7 @@ def _retry(
     for row in rows:
         entry = bulk.retry_one(
             session,
-            cls(row),
+            cls(row, session),
             run.transition,
             run.actor,
             run.reason,
