@@ -62,7 +62,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             "step_seconds": STEP_SECONDS,
         }
         template = "flowstate/_bulk_run.html" if is_htmx() else "flowstate/bulk_run.html"
-        return Response(render_template(template, **context), status=status)
+        return Response(render_template(template, **context), status=status, mimetype="text/html")
 
     @bp.post("/types/<type_name>/bulk-runs")
     def bulk_run_start(type_name: str) -> ResponseReturnValue:
