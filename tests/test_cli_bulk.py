@@ -87,9 +87,10 @@ def test_cli_requires_a_reason_when_configured(
     make_app: object, runner: FlaskCliRunner, app: Flask
 ) -> None:
     app.config["FLOWSTATE_REQUIRE_REASON"] = True
-    result = runner.invoke(args=["flowstate", "bulk-retry", "--type", "AdminSimpleRetryFlow"])
-    assert result.exit_code == 2
-    assert "--reason is required" in result.output
+    for args in (["bulk-retry", "--type", "AdminSimpleRetryFlow"], ["retry", "1"]):
+        result = runner.invoke(args=["flowstate", *args, "--reason", " "])
+        assert result.exit_code == 2, result.output
+        assert "--reason is required (FLOWSTATE_REQUIRE_REASON is set)" in result.output
 
 
 def test_parallel_advances_retry_each_flow_once(pg_url: str) -> None:
