@@ -250,9 +250,15 @@ def control(session: Session, run_id: int, action: str, actor: str) -> Run:
         elif action == "pause" and run.active:
             run.status, run.stop_reason = "paused", f"paused by {actor}"
         elif action == "resume" and run.status == "paused":
-            # Resume where it was: the canary phase is redone only if it never completed.
-            run.status = "running" if run.wait_until is not None else "canary"
-            run.stop_reason, run.budget_at = None, moment
+            # Resume where it was: budget_at is set on entering "running", wait_until on
+            # entering "waiting".
+            if run.wait_until is None:
+                run.status = "canary"
+            elif run.budget_at is None:
+                run.status = "waiting"
+            else:
+                run.status, run.budget_at = "running", moment
+            run.stop_reason = None
         run.updated_at = moment
         _write(session, run)
     return run

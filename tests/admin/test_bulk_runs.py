@@ -143,9 +143,16 @@ def test_stop_pause_resume(admin: Flask) -> None:
     assert bulk_runs.control(s, run.id, "pause", "bob").status == "paused"
     assert advance(admin, run).retried == 0
     assert bulk_runs.control(s, run.id, "resume", "bob").status == "canary"
+    run = advance(admin, run)
+    assert run.status == "waiting"
+    bulk_runs.control(s, run.id, "pause", "bob")
+    assert bulk_runs.control(s, run.id, "resume", "bob").status == "waiting"
+    assert advance(admin, run).status == "running"
+    bulk_runs.control(s, run.id, "pause", "bob")
+    assert bulk_runs.control(s, run.id, "resume", "bob").status == "running"
     run = bulk_runs.control(s, run.id, "stop", "bob")
     assert (run.status, run.stop_reason) == ("stopped", "stopped by bob")
-    assert advance(admin, run).retried == 0
+    assert advance(admin, run).retried == 1
 
 
 def test_pages_start_show_advance_stop(admin: Flask, web: FlaskClient) -> None:
