@@ -22,6 +22,8 @@ from .views import flow_type_or_404, is_htmx, session
 
 #: Seconds between two polls of an active run's page (each poll advances one step).
 STEP_SECONDS: Final = 1
+#: Run ids fit a signed 64-bit column; larger ones are a 404, not a database error.
+RUN_ID: Final = "<int(max=9223372036854775807):run_id>"
 
 
 def number(name: str, default: float, *, integer: bool = False) -> float:
@@ -94,11 +96,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
         runs = bulk_runs.runs_of(session(), type_name)
         return render_template("flowstate/bulk_runs.html", cls=cls, runs=runs)
 
-    @bp.get("/types/<type_name>/bulk-runs/<int:run_id>")
+    @bp.get("/types/<type_name>/bulk-runs/" + RUN_ID)
     def bulk_run(type_name: str, run_id: int) -> ResponseReturnValue:
         return page(run_or_404(type_name, run_id))
 
-    @bp.post("/types/<type_name>/bulk-runs/<int:run_id>/advance")
+    @bp.post("/types/<type_name>/bulk-runs/" + RUN_ID + "/advance")
     def bulk_run_advance(type_name: str, run_id: int) -> ResponseReturnValue:
         run_or_404(type_name, run_id)
         try:
@@ -109,7 +111,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             return redirect(url_for(".bulk_run", type_name=type_name, run_id=run_id), 303)
         return page(run)
 
-    @bp.post("/types/<type_name>/bulk-runs/<int:run_id>/<any(stop, pause, resume):action>")
+    @bp.post("/types/<type_name>/bulk-runs/" + RUN_ID + "/<any(stop, pause, resume):action>")
     def bulk_run_control(type_name: str, run_id: int, action: str) -> ResponseReturnValue:
         run_or_404(type_name, run_id)
         actor = security.actor(settings)
