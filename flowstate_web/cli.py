@@ -24,9 +24,11 @@ class _Commands(click.Group):
 
     #: name -> (module under flowstate_web, attribute)
     LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "bulk-retry": ("cli_bulk", "bulk_retry_command"),
         "diagram": ("diagrams.cli", "diagram_command"),
         "lint": ("cli_ops", "lint_command"),
         "list": ("cli_ops", "list_command"),
+        "remap": ("cli_bulk", "remap_command"),
         "retry": ("cli_retry", "retry_command"),
         "show": ("cli_ops", "show_command"),
     }

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -260,6 +261,8 @@ def retry_command(
     if reason is not None and len(reason) > MAX_REASON:
         raise click.UsageError(f"--reason: at most {MAX_REASON} characters")
     reason = (reason or "").strip() or None
+    if reason is None and current_app.config.get("FLOWSTATE_REQUIRE_REASON"):
+        raise click.UsageError("--reason is required (FLOWSTATE_REQUIRE_REASON is set)")
     by = who(actor)
     sess = session()
     warnings: list[str] = []

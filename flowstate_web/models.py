@@ -299,6 +299,58 @@ class RollupDwellRow(Base):
     __table_args__ = (Index("ix_flowstate_rollup_dwell_grain_period", "grain", "period"),)
 
 
+class BulkRunRow(Base):
+    """A bulk retry with a canary and a rate limit, stored so any operator sees its progress.
+
+    Advanced one step at a time (a poll of the admin page or ``flask flowstate bulk-retry``),
+    under a row lock; see :mod:`flowstate_web.admin.bulk_runs`.
+    """
+
+    __tablename__ = "flowstate_bulk_runs"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(200))
+    #: The list filter's query-string arguments (``ListFilter.query()``).
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONDocument())
+    #: ``{error state: retry transition}`` chosen where a state has several.
+    transition: Mapped[dict[str, str]] = mapped_column(JSONDocument())
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: canary / waiting / running / paused / stopped / done
+    status: Mapped[str] = mapped_column(String(20))
+    canary_size: Mapped[int] = mapped_column(Integer)
+    #: Seconds to wait for the canary (and each retried flow) to leave its next state.
+    wait_seconds: Mapped[float] = mapped_column(Float)
+    #: Flows per second after the canary (0: as fast as the batches go).
+    rate: Mapped[float] = mapped_column(Float)
+    #: Stop when refailed / settled passes this share (0..1).
+    threshold: Mapped[float] = mapped_column(Float)
+    #: The canary's flow ids.
+    canary_ids: Mapped[list[int]] = mapped_column(JSONDocument())
+    #: Retried flows not yet seen to leave their next state: ``[[id, seq, retried_at], ...]``.
+    pending: Mapped[list[Any]] = mapped_column(JSONDocument())
+    retried: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: Retried flows seen in an error state again.
+    refailed: Mapped[int] = mapped_column(Integer, default=0)
+    #: Retried flows seen to leave their next state (refailed ones included) or timed out.
+    settled: Mapped[int] = mapped_column(Integer, default=0)
+    #: ``{"skipped": {reason: n}, "failed": {reason: n}, "warnings": {...}}``
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSONDocument())
+    #: Keyset cursor: the highest flow id looked at.
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: When the canary's wait ends.
+    wait_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The rate limit's clock: flows may be retried up to ``(now - budget_at) * rate``.
+    budget_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_flowstate_bulk_runs_type_id", "type", "id"),)
+
+
 flows = cast(Table, FlowRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
 artefacts = cast(Table, ArtefactRow.__table__)
@@ -307,4 +359,5 @@ outbox = cast(Table, OutboxRow.__table__)
 rollup_cursor = cast(Table, RollupCursorRow.__table__)
 rollup_edges = cast(Table, RollupEdgeRow.__table__)
 rollup_dwell = cast(Table, RollupDwellRow.__table__)
+bulk_runs = cast(Table, BulkRunRow.__table__)
 counters.attach(state_counts, flows)

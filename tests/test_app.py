@@ -83,7 +83,7 @@ def test_sqlite_in_instance_folder_with_migrations_applied(
     assert _tables(app) >= FLOWSTATE_TABLES | {"alembic_version"}
     with app.app_context():
         version = db.session.execute(text("select version_num from alembic_version")).scalar()
-    assert version == "0011_rollup"
+    assert version == "0012_bulk_runs"
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(

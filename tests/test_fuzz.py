@@ -27,6 +27,9 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.routing import Rule
 
+from flowstate_web._tx import resolve_session
+from flowstate_web.admin import bulk_runs
+from flowstate_web.admin.filters import ListFilter
 from flowstate_web.app import create_app, db
 
 from .admin.flows import BranchyFlow
@@ -215,7 +218,12 @@ def _seed() -> dict[str, str]:
         flow.fail()
     artefact = flow.latest_artefact("report")
     assert artefact is not None
+    run = bulk_runs.start(
+        resolve_session(None), BranchyFlow, ListFilter(), chosen={}, actor="f", reason=None
+    )
     return {
+        "run_id": str(run.id),
+        "action": "pause",
         "type_name": BranchyFlow.type_name,
         "flow_id": str(flow.id),
         "artefact_id": str(artefact.id),

@@ -67,7 +67,7 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
     flask_db(url, tmp_path, "upgrade")
     assert tables(url) >= FLOWSTATE_TABLES
-    assert revision(url) == "0011_rollup"
+    assert revision(url) == "0012_bulk_runs"
     check = flask_db(url, tmp_path, "check")
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
@@ -83,5 +83,5 @@ def test_upgrade_downgrade_upgrade_and_no_drift(url: str, tmp_path: Path) -> Non
 
 def test_the_cli_uses_the_shipped_migrations_directory(url: str, tmp_path: Path) -> None:
     heads = flask_db(url, tmp_path, "heads")
-    assert "0011_rollup (head)" in heads.stdout
+    assert "0012_bulk_runs (head)" in heads.stdout
     assert not (tmp_path / "migrations").exists()  # nothing looked for ./migrations

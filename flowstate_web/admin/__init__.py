@@ -15,7 +15,17 @@ from werkzeug.exceptions import Forbidden, HTTPException
 from werkzeug.wrappers import Response
 
 from .._resources import shipped_blueprint
-from . import actions, handoffs, insight, present, security, stalled, views
+from . import (
+    actions,
+    bulk_run_views,
+    handoffs,
+    insight,
+    present,
+    remap,
+    security,
+    stalled,
+    views,
+)
 from .settings import Settings
 
 __all__ = ["Settings", "create_blueprint"]
@@ -94,4 +104,6 @@ def create_blueprint(settings: Settings) -> Blueprint:
     actions.register(bp, settings)
     stalled.register(bp, settings)
     handoffs.register(bp, settings)
+    bulk_run_views.register(bp, settings)
+    remap.register(bp, settings)
     return bp

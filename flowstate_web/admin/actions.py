@@ -36,10 +36,11 @@ MAX_REASON: Final = 2000
 WIDGETS: Final = ("panel", "row")
 
 
-def reason_field() -> str | None:
-    """Return the optional reason of an action (``None`` when blank).
+def reason_field(required: bool = False) -> str | None:
+    """Return the reason of an action (``None`` when blank and not ``required``).
 
-    :raises BadRequest: longer than :data:`MAX_REASON` characters, or not storable (NUL).
+    :raises BadRequest: longer than :data:`MAX_REASON` characters, not storable (NUL), or
+        blank when ``required`` (``FLOWSTATE_REQUIRE_REASON``).
     """
     reason = request.form.get("reason", "").strip()
     if len(reason) > MAX_REASON:
@@ -47,6 +48,11 @@ def reason_field() -> str | None:
     problem = text_problem(reason)
     if problem is not None:
         raise BadRequest(f"reason: {problem}; remove it and try again")
+    if required and not reason:
+        raise BadRequest(
+            "reason: required (FLOWSTATE_REQUIRE_REASON is set): say why, it is recorded"
+            " in each flow's history"
+        )
     return reason or None
 
 
@@ -86,7 +92,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         spec = cls.graph().transition(name)
         if spec is None or not spec.retry:
             raise BadRequest(f"{name[:80]!r} is not a retry transition of {cls.type_name}")
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         flow = load_flow(cls, flow_id)
         detail = url_for(".flow_detail", type_name=type_name, flow_id=flow.id)
@@ -134,13 +140,17 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.args, cls).for_bulk()
         by_state = queries.errored_by_state(session(), type_name, f)
         graph = cls.graph()
+        total = sum(by_state.values())
+        # Guards evaluated on the first DRY_RUN matching flows only, whatever the total.
+        dry = bulk.dry_run(session(), cls, f, bulk.choose(cls, request.args)) if total else None
         return render_template(
             "flowstate/bulk_confirm.html",
             cls=cls,
             graph=graph,
             f=f,
             by_state=by_state,
-            total=sum(by_state.values()),
+            total=total,
+            dry=dry,
         )
 
     @bp.post("/types/<type_name>/bulk-retry")
@@ -149,7 +159,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.form, cls).for_bulk()
         progress = bulk.load(request.form.get("progress"))
         chosen = bulk.choose(cls, request.form)
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         progress = bulk.run(
             session(),

@@ -29,6 +29,7 @@ from .filters import ListFilter
 
 if TYPE_CHECKING:
     from ..flow import Flow
+    from ..records import HistoryEntry
 
 #: At most this many distinct reasons are kept per outcome; the rest are counted as "other".
 MAX_REASONS: Final = 40
@@ -138,8 +139,7 @@ def run(
                     session, cls.type_name, f, progress.last_id, batch_size
                 )
                 for row in rows:
-                    flow = stored.to_flow(cls, row)
-                    _retry_one(session, flow, chosen, actor, reason, progress)
+                    retry_one(session, stored.to_flow(cls, row), chosen, actor, reason, progress)
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")
@@ -154,26 +154,37 @@ def run(
             return progress
 
 
-def _retry_one(
-    session: Session,
-    flow: Flow,
-    chosen: Mapping[str, str],
-    actor: str,
-    reason: str | None,
-    progress: Progress,
-) -> None:
+def pick(flow: Flow, chosen: Mapping[str, str]) -> tuple[str | None, str]:
+    """Return the retry transition bulk retry runs for ``flow``, or ``None`` and why not."""
     options = [t.name for t in flow.retry_transitions()]
     name = chosen.get(flow.state)
     if name is None and len(options) == 1:
         name = options[0]
     if name is None:
         why = "declares no retry transition" if not options else "has several; none was chosen"
-        progress.note(progress.skipped, f"state {flow.state!r} {why}")
-        return
-    meta: dict[str, Any] = {"admin": "bulk_retry"}
+        return None, f"state {flow.state!r} {why}"
+    return name, ""
+
+
+def retry_one(
+    session: Session,
+    flow: Flow,
+    chosen: Mapping[str, str],
+    actor: str,
+    reason: str | None,
+    progress: Progress,
+    meta: Mapping[str, Any] | None = None,
+) -> HistoryEntry | None:
+    """Retry ``flow`` in a savepoint; return its history entry, or ``None`` (noted why)."""
+    name, why = pick(flow, chosen)
+    if name is None:
+        progress.note(progress.skipped, why)
+        return None
     try:
         with session.begin_nested():
-            flow.run(name, actor=actor, reason=reason, meta=meta)
+            entry = flow.run(
+                name, actor=actor, reason=reason, meta=dict(meta or {"admin": "bulk_retry"})
+            )
     except InvalidTransitionError as exc:
         progress.note(progress.skipped, f"state changed meanwhile (now {exc.current!r})")
     except GuardFailedError as exc:
@@ -185,3 +196,77 @@ def _retry_one(
         progress.note(progress.failed, f"{name}: {type(exc).__name__}: {exc}")
     else:
         progress.retried += 1
+        return entry
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A flow the dry run says would be skipped, and why."""
+
+    flow_id: int
+    state: str
+    transition: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class DryRun:
+    """What a bulk retry would do now, on the first ``looked`` matching flows (no writes)."""
+
+    limit: int
+    looked: int = 0
+    #: ``{(state, transition): [accepted, evaluated]}`` for every retry transition.
+    accepts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: Flows the retry would run / skip with the current choice of transitions.
+    would_retry: int = 0
+    would_skip: int = 0
+    sample: list[Skip] = field(default_factory=list)
+
+    @property
+    def capped(self) -> bool:
+        """Return whether more flows match than were evaluated."""
+        return self.looked >= self.limit
+
+    def accepted(self, state: str, transition: str) -> tuple[int, int]:
+        """Return (accepted, evaluated) of ``transition`` on the flows in ``state``."""
+        hit = self.accepts.get((state, transition), [0, 0])
+        return hit[0], hit[1]
+
+
+def dry_run(
+    session: Session,
+    cls: type[Flow],
+    f: ListFilter,
+    chosen: Mapping[str, str],
+    *,
+    limit: int = 200,
+    sample: int = 10,
+) -> DryRun:
+    """Evaluate source state and guard of each retry transition on the first ``limit`` flows.
+
+    Writes nothing (:meth:`Flow.why_not` on the rows as read); at most ``limit`` guard
+    evaluations per retry transition, never one per matching flow of a large table.
+    """
+    result = DryRun(limit=limit)
+    rows = queries.errored_batch(session, cls.type_name, f, 0, limit)
+    result.looked = len(rows)
+    for row in rows:
+        flow = stored.to_flow(cls, row, session)
+        why_by_name: dict[str, str | None] = {}
+        for t in flow.retry_transitions():
+            why = why_by_name[t.name] = flow.why_not(t.name)
+            hit = result.accepts.setdefault((flow.state, t.name), [0, 0])
+            hit[0] += why is None
+            hit[1] += 1
+        name, why_none = pick(flow, chosen)
+        if name is None and len(why_by_name) > 1:
+            continue  # depends on the transition the operator picks for this state
+        reason = why_none if name is None else why_by_name.get(name)
+        if reason is None:
+            result.would_retry += 1
+            continue
+        result.would_skip += 1
+        if len(result.sample) < sample:
+            result.sample.append(Skip(flow.id, flow.state, name, reason))
+    return result

@@ -19,6 +19,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "FLOWSTATE_DOT_TIMEOUT": 10.0,
     "FLOWSTATE_ARTEFACT_PREVIEW_BYTES": 4096,
     "FLOWSTATE_LOGOUT_ENDPOINT": None,
+    "FLOWSTATE_REQUIRE_REASON": False,
 }
 
 
@@ -40,6 +41,8 @@ class Settings:
     #: The host's logout view (``"auth.logout"``): the header shows a Log out button that
     #: POSTs to it with the CSRF token. ``None``: no button.
     logout_endpoint: str | None = None
+    #: Manual retries, bulk actions and "fail it" refuse an empty reason (400).
+    require_reason: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -63,6 +66,7 @@ class Settings:
             dot_timeout=_float(config, "FLOWSTATE_DOT_TIMEOUT"),
             artefact_preview_bytes=_int(config, "FLOWSTATE_ARTEFACT_PREVIEW_BYTES", minimum=64),
             logout_endpoint=_endpoint(config, "FLOWSTATE_LOGOUT_ENDPOINT"),
+            require_reason=bool(config["FLOWSTATE_REQUIRE_REASON"]),
         )
 
 

@@ -53,7 +53,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             raise BadRequest(
                 f"{name[:80]!r} is not a transition of {cls.type_name} into an error state"
             )
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         flow = load_flow(cls, flow_id)
         detail = url_for(".flow_detail", type_name=type_name, flow_id=flow.id)
@@ -120,7 +120,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         f = filters.parse(request.form, cls).for_bulk_fail()
         progress = bulk.load(request.form.get("progress"), salt=bulk_fail.SALT)
         chosen = bulk_fail.choose(cls, request.form)
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         progress = bulk_fail.run(
             session(),

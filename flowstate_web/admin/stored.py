@@ -99,11 +99,13 @@ def decode_props(raw: str | None) -> dict[str, Any]:
     return {"(unreadable props)": value}
 
 
-def to_flow(cls: type[Flow], row: Row[Any] | Mapping[str, Any]) -> Flow:
-    """Return a flow of ``cls`` from a row selected with :data:`FLOW_COLUMNS`."""
+def to_flow(
+    cls: type[Flow], row: Row[Any] | Mapping[str, Any], session: Session | None = None
+) -> Flow:
+    """Return a flow of ``cls`` (on ``session``) from a row selected with :data:`FLOW_COLUMNS`."""
     m = dict(row._mapping if isinstance(row, Row) else row)
     m["props"] = decode_props(m["props"])
-    return cls(m)
+    return cls(m, session)
 
 
 def load_flow(session: Session, cls: type[Flow], flow_id: int) -> Flow | None:

@@ -32,7 +32,7 @@ def test_confirm_page_counts_first(admin: Flask, web: FlaskClient) -> None:
     assert response.status_code == 200
     assert "<b>3</b> errored flows match" in html
     # The button promises no number: flows errored meanwhile are retried too.
-    assert "Retry the errored flows matching this filter</button>" in html
+    assert "Retry them now, without canary</button>" in html
     assert '<input type="hidden" name="errored" value="1">' in html
     assert all(f.state == "failed" for f in map(SimpleRetryFlow.get, range(1, 4)))
 
@@ -160,7 +160,7 @@ def test_a_flow_changed_meanwhile_is_skipped_with_its_reason(admin: Flask) -> No
     SimpleRetryFlow.get(flow.id).run("again")  # another operator was faster
     progress = bulk.Progress()
 
-    bulk._retry_one(db.session(), SimpleRetryFlow(row), {}, "alice", None, progress)
+    bulk.retry_one(db.session(), SimpleRetryFlow(row), {}, "alice", None, progress)
 
     assert progress.retried == 0
     assert progress.skipped == {"state changed meanwhile (now 'new')": 1}

@@ -33,7 +33,7 @@ def test_bulk_retry_runs_every_batch_by_itself(
         "response",
         lambda r: bulk_posts.append(r.status) if r.url.endswith("/bulk-retry") else None,
     )
-    page.get_by_role("button", name="Retry the errored flows matching this filter").click()
+    page.get_by_role("button", name="Retry them now, without canary").click()
 
     progress = page.locator("#fs-bulk")
     expect(progress.get_by_role("heading")).to_have_text("Done")
