@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         from flowstate_web.app import create_app, db
         from flowstate_web.demo.seed import DEMO_FLOWS, start_new
         from flowstate_web.models import outbox, transitions
+        from flowstate_web._executor import now
         from flowstate_web.outbox import redispatch
+        from flowstate_web.timeouts import sweep
 
         app = create_app({"FLOWSTATE_DEMO": True, "FLOWSTATE_PUBLIC": True})
         made: list[tuple[str, int]] = []
@@ -318,6 +321,18 @@ def main(argv: list[str] | None = None) -> int:
 
                 for type_name, flow_id in lost:
                     redispatch(get_flow_type(type_name).get(flow_id), actor="soak", reason="lost")
+                # A worker killed mid-job leaves its flow in the job's in-progress state. The
+                # state's timeout makes it stalled (shown in the admin), and its on_timeout
+                # transition fails it, so Retry applies: run the worker's sweep as of a moment
+                # past the longest timeout instead of waiting minutes for it.
+                later = now() + max(
+                    (s.timeout for cls in DEMO_FLOWS for s in cls.graph().timed_states),
+                    default=timedelta(0),
+                )
+                swept = 0
+                while (n := sweep(now=later, limit=500)) == 500:
+                    swept += n
+                swept += n
                 db.session.remove()
             settle_end = time.monotonic() + args.settle
             last_seq = -1
@@ -362,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                     ).scalar_one()
                 ),
                 "before recovery": {k: len(v) for k, v in before.items()},
+                "failed by the timeout sweep": swept,
                 "after recovery": {k: len(v) for k, v in after.items()},
                 "silently stalled": len(after["silently stalled"]),
                 "stalled examples": {
