@@ -256,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": str(ROOT),
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("FLOWSTATE_")})
+        from flowstate_web._executor import now
         from flowstate_web.app import create_app, db
         from flowstate_web.demo.seed import DEMO_FLOWS, start_new
         from flowstate_web.models import outbox, transitions
-        from flowstate_web._executor import now
         from flowstate_web.outbox import redispatch
         from flowstate_web.timeouts import sweep
 
