@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from flowstate_web.diagrams import build_dot, edge_dom_id, render_svg, state_dom_id
+from flowstate_web.diagrams.dot import TIMES
 from flowstate_web.diagrams.heat import (
     FAILURE_COLOURS,
     IDLE_COLOUR,
@@ -74,7 +75,22 @@ def test_error_edge_coloured_by_failure_rate_and_linked(heated: dict[str, ET.Ele
     title = fail.find(f"{SVG}title")
     assert title is not None and "failure rate 10%" in (title.text or "")
     assert "of 100 transitions out of new" in fail.get("data-heat", "")
-    assert any(" · 10 · 10%" in (t.text or "") for t in fail.iter(f"{SVG}tspan"))
+    assert any((t.text or "") == f" {TIMES}10" for t in fail.iter(f"{SVG}tspan"))
+
+
+def test_counts_are_compact_to_fit_the_room_dot_kept() -> None:
+    from flowstate_web.diagrams.heat import compact
+
+    assert [compact(n) for n in (7, 999, 1000, 1234, 12_345, 999_999, 1_200_000)] == [
+        "7",
+        "999",
+        "1.0k",
+        "1.2k",
+        "12k",
+        "999k",
+        "1.2M",
+    ]
+    assert all(len(compact(n)) <= 4 for n in (1, 10**3 - 1, 10**4, 10**5 + 7, 10**8, 10**11))
 
 
 def test_figures_on_hover_and_focus(heated: dict[str, ET.Element]) -> None:

@@ -61,3 +61,22 @@ def test_the_check_sees_an_overlap() -> None:
         "'decline_payment' overlaps 'retry_payment'",
         "'cut' outside the viewBox (187.3,33.2)-(200.7,43.2)",
     ]
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_heat_map_with_large_figures_has_no_overlap(name: str) -> None:
+    from flowstate_web.diagrams.heat import EdgeHeat, StateHeat, overlay_heat
+
+    graph = GRAPHS[name]()
+    errors = set(graph.error_states)
+    edges = [
+        EdgeHeat(t.name, src, t.target, 123_456, t.target in errors, 0.31, 400_000)
+        for t in graph.transitions
+        for src in t.sources
+    ]
+    states = [StateHeat(s.name, 987_654, 987_654 if s.error else 0) for s in graph.states]
+    counts = {s.name: 987_654 for s in graph.states}
+    errored = {s.name: 987_654 for s in graph.states if s.error}
+    svg = overlay_heat(overlay_counts(rendered(graph), counts, errored), edges, states, "24h")
+    assert "\u00d7123k" in svg
+    assert problems(svg) == []

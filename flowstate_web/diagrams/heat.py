@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .dot import TIMES, edge_dom_id, state_dom_id
+from .dot import TIMES, TIMES_PLACEHOLDER, edge_dom_id, state_dom_id
 from .overlay import _Svg
 
 #: ColorBrewer Blues (5 of its 9 classes), light to dark: volume.
@@ -154,6 +154,17 @@ def _describe(el: ET.Element, lines: list[str]) -> None:
     title.text = text
 
 
+def compact(n: int) -> str:
+    """Return ``n`` in at most four characters: 7, 42, 999, 1.2k, 12k, 120k, 1.2M."""
+    if n < 1000:
+        return str(n)
+    for unit, size in (("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000)):
+        if n < size * 1000:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 10 else f"{int(value)}{unit}"
+    return f"{n // 1_000_000_000}G"
+
+
 def overlay_heat(
     svg: str, edges: Sequence[EdgeHeat], states: Sequence[StateHeat], window: str
 ) -> str:
@@ -184,8 +195,12 @@ def overlay_heat(
                 shape.set("fill", colour)
         texts = list(g.iter("text"))
         if texts and e.n > 0:
+            # Into the room dot kept after the name (TIMES_PLACEHOLDER), as the path overlay
+            # does: a longer suffix would be drawn over the neighbouring label. The failure
+            # rate is in the colour, the tooltip and the figures table.
+            texts[0].text = (texts[0].text or "").rstrip(TIMES_PLACEHOLDER[0])
             span = ET.SubElement(texts[0], "tspan", {"class": "heat-n"})
-            span.text = f" · {e.n:,}" + (f" · {percent(e.rate)}" if e.into_error else "")
+            span.text = f" {TIMES}{compact(e.n)}"
         docs = _unwrap_tooltips(g) if e.url is not None else []
         _describe(g, edge_lines(e, window) + docs)
         if e.url is not None:
