@@ -281,8 +281,8 @@ def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int],
         get_id = PingPong.create(session=s).id
         locked_id = PingPong.create(session=s).id
         job_id = Job.create(session=s).id
-        loaded = PingPong.create(session=s)
-    loaded._session = Session(engine)
+        loaded_id = PingPong.create(session=s).id
+    loaded = PingPong.get(loaded_id, session=Session(engine))  # kept from call to call
     floor = Floor(backend, raw, new_floor_flow(raw, backend))
     job_floor = Floor(backend, raw, new_floor_flow(raw, backend))
     raw.execute(f"UPDATE floor_flows SET state = 'pending' WHERE id = {job_floor.fid}")
