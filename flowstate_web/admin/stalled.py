@@ -146,7 +146,6 @@ def register(bp: Blueprint, settings: Settings) -> None:
         )
         return render_template(template, **context)
 
-
     @bp.get("/types/<type_name>/bulk-redispatch")
     def bulk_redispatch_confirm(type_name: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
@@ -202,6 +201,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             else "flowstate/bulk_redispatch_result.html"
         )
         return render_template(template, **context)
+
 
 def _type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int]]:
     found = queries.state_counts(session(), type_name)
