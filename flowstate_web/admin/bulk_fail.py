@@ -10,7 +10,7 @@ stalled by the time its batch runs is skipped with the reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy.orm import Session
@@ -62,8 +62,34 @@ def run(
     seconds: float,
 ) -> Progress:
     """Fail batches of matching stalled flows until none is left or ``seconds`` are spent."""
+
+    def one(flow: Flow) -> None:
+        _fail_one(session, flow, chosen, actor, reason, progress)
+
+    return run_batches(
+        session, cls, f, progress, one, batch_size=batch_size, seconds=seconds, what="bulk fail"
+    )
+
+
+def run_batches(
+    session: Session,
+    cls: type[Flow],
+    f: ListFilter,
+    progress: Progress,
+    one: Callable[[Flow], None],
+    *,
+    batch_size: int,
+    seconds: float,
+    what: str,
+) -> Progress:
+    """Call ``one`` on batches of matching stalled flows until none is left or time is up.
+
+    Each batch is one transaction (``one`` takes its own savepoint per flow and records the
+    outcome in ``progress``); ``progress.last_id`` moves on after each batch (keyset), so a
+    later request resumes where this one stopped.
+    """
     if caller_owns(session):
-        raise RuntimeError("bulk fail commits batch by batch: call it outside a transaction")
+        raise RuntimeError(f"{what} commits batch by batch: call it outside a transaction")
     if session.in_transaction():
         session.commit()  # end the request's autobegun reads, as a single engine call would
     deadline = time.monotonic() + seconds
@@ -74,7 +100,7 @@ def run(
                     session, cls.type_name, f, progress.last_id, batch_size
                 )
                 for row in rows:
-                    _fail_one(session, stored.to_flow(cls, row), chosen, actor, reason, progress)
+                    one(stored.to_flow(cls, row))
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from .. import timeouts
 from ..errors import CallbackError, FlowNotFoundError, FlowStateError
-from . import bulk, bulk_fail, filters, queries, security
+from . import bulk, bulk_fail, bulk_redispatch, filters, queries, security
 from .actions import WIDGETS, reason_field, row_context, safe_back
 from .settings import Settings
 from .views import flow_type_or_404, is_htmx, load_flow, panel_context, session
@@ -40,7 +40,7 @@ def error_transitions(cls: type[Flow]) -> set[str]:
 
 
 def register(bp: Blueprint, settings: Settings) -> None:
-    """Add the "fail it" routes (one flow, bulk confirm page, bulk run) to ``bp``."""
+    """Add the "fail it" routes (one flow, bulk) and bulk re-dispatch to ``bp``."""
 
     @bp.post("/types/<type_name>/<flow_id>/fail")
     def fail_stalled(type_name: str, flow_id: str) -> ResponseReturnValue:
@@ -143,6 +143,62 @@ def register(bp: Blueprint, settings: Settings) -> None:
         }
         template = (
             "flowstate/_bulk_fail_progress.html" if is_htmx() else "flowstate/bulk_fail_result.html"
+        )
+        return render_template(template, **context)
+
+    @bp.get("/types/<type_name>/bulk-redispatch")
+    def bulk_redispatch_confirm(type_name: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        if settings.read_only:
+            raise Forbidden("The flows admin is read-only (FLOWSTATE_READ_ONLY).")
+        f = filters.parse(request.args, cls).for_bulk_fail()
+        counts, errored = _type_counts(type_name)
+        by_state = queries.stalled_by_state(session(), type_name, counts, errored)
+        if f.states:
+            by_state = {s: m for s, m in by_state.items() if s in f.states}
+        return render_template(
+            "flowstate/bulk_redispatch_confirm.html",
+            cls=cls,
+            graph=cls.graph(),
+            f=f,
+            by_state=by_state,
+            jobs={s: bulk_redispatch.handoffs(cls, s) for s in by_state},
+            initial=cls.graph().initial,
+            total=sum(m.n for m in by_state.values()),
+            capped=any(m.capped for m in by_state.values()),
+            matching=None
+            if queries.counted_by_state(dataclasses.replace(f, stalled=None))
+            else queries.matching(session(), type_name, f, counts, errored),
+        )
+
+    @bp.post("/types/<type_name>/bulk-redispatch")
+    def bulk_redispatch_run(type_name: str) -> ResponseReturnValue:
+        cls = flow_type_or_404(type_name)
+        f = filters.parse(request.form, cls).for_bulk_fail()
+        progress = bulk.load(request.form.get("progress"), salt=bulk_redispatch.SALT)
+        reason = reason_field(settings.require_reason)
+        actor = security.actor(settings)
+        progress = bulk_redispatch.run(
+            session(),
+            cls,
+            f,
+            progress,
+            actor=actor,
+            reason=reason,
+            batch_size=settings.bulk_batch_size,
+            seconds=settings.bulk_request_seconds,
+        )
+        context: dict[str, Any] = {
+            "cls": cls,
+            "f": f,
+            "progress": progress,
+            "token": bulk.dump(progress, salt=bulk_redispatch.SALT),
+            "reason": reason or "",
+        }
+        template = (
+            "flowstate/_bulk_redispatch_progress.html"
+            if is_htmx()
+            else "flowstate/bulk_redispatch_result.html"
         )
         return render_template(template, **context)
 
