@@ -69,7 +69,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         from .actions import reason_field
 
         cls = flow_type_or_404(type_name)
-        reason = reason_field()
+        reason = reason_field(settings.require_reason)
         actor = security.actor(settings)
         flow = load_flow(cls, flow_id)
         status, level = 200, "success"

@@ -140,3 +140,23 @@ def test_a_hostile_reason_is_refused_with_a_message_not_a_5xx(
         else:
             assert response.status_code == 200  # a plain string: nothing to refuse
     assert count(admin) == 2
+
+
+def test_redispatch_honours_require_reason(
+    make_admin: Callable[..., Flask], tmp_path: Path
+) -> None:
+    strict = make_admin(FLOWSTATE_REQUIRE_REASON=True)
+    web = strict.test_client()
+    with strict.app_context():
+        with_queue(strict, tmp_path)
+        flow = Shipment.create()
+        flow.hand_off()
+        before = count(strict)
+        url = f"{BASE}/{flow.id}/redispatch"
+        response = web.post(url, data={"csrf_token": csrf_token(web), "reason": " "}, headers=HX)
+        assert response.status_code == 400
+        assert "FLOWSTATE_REQUIRE_REASON" in response.get_data(as_text=True)
+        assert count(strict) == before
+        response = web.post(url, data={"csrf_token": csrf_token(web), "reason": "lost"}, headers=HX)
+        assert response.status_code == 200
+        assert count(strict) == before + 1
