@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest
 
@@ -127,19 +128,55 @@ def run(
     seconds: float,
 ) -> Progress:
     """Retry batches of matching errored flows until none is left or ``seconds`` are spent."""
+
+    def batch(after_id: int, size: int) -> Sequence[Row[Any]]:
+        return queries.errored_batch(session, cls.type_name, f, after_id, size)
+
+    def one(flow: Flow) -> None:
+        retry_one(session, flow, chosen, actor, reason, progress)
+
+    return run_batches(
+        session,
+        cls,
+        batch,
+        progress,
+        one,
+        batch_size=batch_size,
+        seconds=seconds,
+        what="bulk retry",
+    )
+
+
+def run_batches(
+    session: Session,
+    cls: type[Flow],
+    batch: Callable[[int, int], Sequence[Row[Any]]],
+    progress: Progress,
+    one: Callable[[Flow], None],
+    *,
+    batch_size: int,
+    seconds: float,
+    what: str,
+) -> Progress:
+    """Call ``one`` on each flow of ``batch(after_id, size)`` until none is left or time is up.
+
+    The one loop of every bulk action (retry, fail, re-dispatch). Each batch is one
+    transaction (``one`` takes its own savepoint per flow and records the outcome in
+    ``progress``); ``progress.last_id`` moves on after each batch (keyset), so a later
+    request resumes where this one stopped. Rows hold props as stored text
+    (:func:`.stored.to_flow`).
+    """
     if caller_owns(session):
-        raise RuntimeError("bulk retry commits batch by batch: call it outside a transaction")
+        raise RuntimeError(f"{what} commits batch by batch: call it outside a transaction")
     if session.in_transaction():
         session.commit()  # end the request's autobegun reads, as a single engine call would
     deadline = time.monotonic() + seconds
     while True:
         try:
             with session.begin():
-                rows = queries.errored_batch(
-                    session, cls.type_name, f, progress.last_id, batch_size
-                )
+                rows = batch(progress.last_id, batch_size)
                 for row in rows:
-                    retry_one(session, stored.to_flow(cls, row), chosen, actor, reason, progress)
+                    one(stored.to_flow(cls, row, session))
         except CallbackError as exc:  # raised after the batch committed
             for where, error in exc.failures:
                 progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")

@@ -9,17 +9,16 @@ stalled by the time its batch runs is skipped with the reason.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest
 
 from .. import timeouts
-from .._tx import caller_owns
-from ..errors import CallbackError, FlowNotFoundError, GuardFailedError, InvalidTransitionError
-from . import queries, stored
+from ..errors import FlowNotFoundError, GuardFailedError, InvalidTransitionError
+from . import bulk, queries
 from .bulk import Progress
 from .filters import ListFilter
 
@@ -82,37 +81,14 @@ def run_batches(
     seconds: float,
     what: str,
 ) -> Progress:
-    """Call ``one`` on batches of matching stalled flows until none is left or time is up.
+    """Call ``one`` on batches of matching stalled flows (see :func:`.bulk.run_batches`)."""
 
-    Each batch is one transaction (``one`` takes its own savepoint per flow and records the
-    outcome in ``progress``); ``progress.last_id`` moves on after each batch (keyset), so a
-    later request resumes where this one stopped.
-    """
-    if caller_owns(session):
-        raise RuntimeError(f"{what} commits batch by batch: call it outside a transaction")
-    if session.in_transaction():
-        session.commit()  # end the request's autobegun reads, as a single engine call would
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with session.begin():
-                rows = queries.stalled_batch(
-                    session, cls.type_name, f, progress.last_id, batch_size
-                )
-                for row in rows:
-                    one(stored.to_flow(cls, row))
-        except CallbackError as exc:  # raised after the batch committed
-            for where, error in exc.failures:
-                progress.note(progress.warnings, f"{where}: {type(error).__name__}: {error}")
-        if not rows:
-            progress.done = True
-            return progress
-        progress.last_id = rows[-1].id
-        if len(rows) < batch_size:
-            progress.done = True
-            return progress
-        if time.monotonic() >= deadline:
-            return progress
+    def batch(after_id: int, size: int) -> Sequence[Row[Any]]:
+        return queries.stalled_batch(session, cls.type_name, f, after_id, size)
+
+    return bulk.run_batches(
+        session, cls, batch, progress, one, batch_size=batch_size, seconds=seconds, what=what
+    )
 
 
 def _fail_one(
