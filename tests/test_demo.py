@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -378,3 +380,21 @@ def test_sync_flow_completes_through_a_redis_queue(redis_app: Flask) -> None:
         )
     finally:
         q.stop()
+
+
+def test_the_demo_logs_simulated_failures_in_one_line_with_their_class() -> None:
+    from flowstate_web.demo.runner import _OneLineApiErrors
+
+    try:
+        raise PaymentDeclined("declined ORD-1 (attempt 1): do_not_honour", {})
+    except PaymentDeclined:
+        record = logging.LogRecord(
+            "huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.", ("t1",), None
+        )
+        record.exc_info = sys.exc_info()
+    assert _OneLineApiErrors().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Unhandled exception in task t1. PaymentDeclined: declined ORD-1 (attempt 1):"
+        " do_not_honour (recorded on the flow)"
+    )
