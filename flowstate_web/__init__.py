@@ -23,7 +23,15 @@ from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
 from .models import ArtefactRow, FlowRow, TransitionRow, metadata
 from .records import ArtefactEntry, HistoryEntry
 from .registry import find_flow_type, flow_types, get_flow_type, row_problem
-from .timeouts import FlowTimedOutError, NotStalledError, fail_stalled, sweep
+from .timeouts import (
+    FlowTimedOutError,
+    NotStalledError,
+    SweepFailure,
+    SweepReport,
+    fail_stalled,
+    sweep,
+    sweep_all,
+)
 
 __version__ = "0.1.0"
 
@@ -52,6 +60,8 @@ __all__ = [
     "PropSpec",
     "State",
     "StateSpec",
+    "SweepFailure",
+    "SweepReport",
     "Transition",
     "TransitionRow",
     "TransitionSpec",
@@ -68,5 +78,6 @@ __all__ = [
     "prune_completed",
     "row_problem",
     "sweep",
+    "sweep_all",
     "transition",
 ]

@@ -104,16 +104,26 @@ def recount_command() -> None:
 )
 @with_appcontext
 def sweep_command(limit: int) -> None:
-    """Fail stalled flows of states that declare on_timeout (run it periodically)."""
-    from .timeouts import sweep
+    """Fail stalled flows of states that declare on_timeout (run it periodically).
 
-    total = 0
-    while True:
-        n = sweep(limit=limit)
-        total += n
-        if n < limit:
-            break
-    click.echo(f"failed {total} stalled flow(s)")
+    Exit status: 0 when every timeout action ran; 1 when one raised (those flows are
+    rolled back alone and listed on stderr; the rest are swept all the same).
+    """
+    from .timeouts import sweep_all
+
+    report = sweep_all(limit=limit)
+    click.echo(f"failed {report.timed_out} stalled flow(s)")
+    if report.failed:
+        lines = [
+            f"error: the on_timeout transition of {report.failed} stalled flow(s) raised;"
+            " they stay where they were:",
+            *(f"  {failure}" for failure in report.failures),
+        ]
+        if report.failed > len(report.failures):
+            lines.append(f"  ... and {report.failed - len(report.failures)} more")
+        for line in lines:  # exception text may hold lone surrogates: shown escaped
+            click.echo(line.encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
+        raise SystemExit(1)
 
 
 @flowstate_cli.command("relay")

@@ -2,7 +2,8 @@
 
 Output is a table for people or, with ``--json``, one JSON document with stable keys for
 scripts (see ``docs/cli.md``). Exit status: 0 done, 1 a failure (flow not found, lint
-errors, a retry refused), 2 a usage error (bad option, unknown type, malformed filter).
+errors, a retry refused), 2 a usage error (bad option, unknown type, malformed filter);
+``lint`` exits 3 when no flow type is registered (nothing was checked).
 Retries are in :mod:`flowstate_web.cli_retry`.
 """
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from .flow import Flow
 
 MAX_LIMIT: Final = 10_000
+#: ``lint``'s exit status when no flow type is registered (nothing was checked).
+NOTHING_TO_LINT: Final = 3
 #: A flow id on the command line: 64-bit like the column (a larger one is a usage error).
 FLOW_ID: Final = click.IntRange(1, 2**63 - 1)
 
@@ -399,11 +402,28 @@ def _history_dict(h: HistoryEntry) -> dict[str, Any]:
 def lint_command(
     type_names: tuple[str, ...], ignored: tuple[str, ...], strict: bool, as_json: bool
 ) -> None:
-    """Check the declared graph of every flow type (or those named); exit 1 on errors."""
+    """Check the declared graph of every flow type (or those named).
+
+    \b
+    Exit status:
+      0  clean (warnings too, unless --strict)
+      1  errors (with --strict: or warnings)
+      2  a usage error (an unknown type, a bad option)
+      3  no flow type registered: nothing was checked
+    """
     try:
         types = [get_flow_type(n) for n in type_names] or list(flow_types().values())
     except UnknownFlowTypeError as exc:
         raise click.UsageError(str(exc)) from None
+    if not types:
+        if as_json:
+            emit({"types": [], "errors": [], "warnings": []})
+        say(
+            "no flow types registered: nothing to lint (import the modules that define your"
+            " flows, e.g. FLOWSTATE_FLOW_MODULES for the standalone app)",
+            err=True,
+        )
+        raise SystemExit(NOTHING_TO_LINT)
     messages = [m for cls in types for m in lint(cls, ignore=ignored)]
     errors = [m for m in messages if m.severity == "error"]
     warnings = [m for m in messages if m.severity == "warning"]

@@ -28,14 +28,14 @@ def periodic_work() -> list[tuple[str, Callable[[], object]]]:
     """Return the periodic jobs, by name, to run inside an app context."""
     from . import rollup
     from .outbox import relay_app
-    from .timeouts import sweep
+    from .timeouts import sweep_all as sweep_report
 
     def sweep_all() -> int:
-        """Fail every flow past a state timeout that declares ``on_timeout`` (in batches)."""
-        total = 0
-        while (n := sweep(limit=SWEEP_BATCH)) == SWEEP_BATCH:
-            total += n
-        return total + n
+        """Fail every flow past a state timeout that declares ``on_timeout`` (in batches).
+
+        A flow whose ``on_timeout`` raises is logged (with its traceback) and passed over.
+        """
+        return sweep_report(limit=SWEEP_BATCH).timed_out
 
     def rollup_all() -> int:
         """Roll every new history row up for the heat map and the metrics."""

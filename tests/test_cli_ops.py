@@ -404,6 +404,28 @@ def test_lint_exit_codes_and_json(app: Flask, runner: FlaskCliRunner) -> None:
     assert "no flow type 'nope'" in unknown.output
 
 
+def test_lint_with_no_flow_type_registered_says_so_and_exits_3(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowstate_web.cli_ops
+
+    monkeypatch.setattr(flowstate_web.cli_ops, "flow_types", dict)
+    said = "no flow types registered: nothing to lint"
+    for args in ((), ("--strict",)):
+        result = invoke(runner, "lint", *args)
+        assert result.exit_code == 3, result.output
+        assert result.stdout == ""
+        assert result.stderr.startswith(said)
+    as_json_ = invoke(runner, "lint", "--json")
+    assert as_json_.exit_code == 3
+    assert json.loads(as_json_.stdout) == {"types": [], "errors": [], "warnings": []}
+    assert said in as_json_.stderr
+    assert (
+        "  3  no flow type registered: nothing was checked\n"
+        in invoke(runner, "lint", "--help").stdout
+    )
+
+
 def test_a_failing_callback_is_a_warning_the_retry_committed(
     app: Flask, runner: FlaskCliRunner
 ) -> None:

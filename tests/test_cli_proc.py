@@ -11,12 +11,15 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session
 
+from flowstate_web.models import flows
 from tests._proc import run
+from tests.timed_flows import ExplodingTimeoutFlow
 
 from .admin.flows import SimpleRetryFlow
 
@@ -100,3 +103,46 @@ def test_flask_and_flowstate_web_cli(empty_db_url: str, tmp_path: Path) -> None:
     )
     assert usage.returncode == 2
     assert "no flow type 'nope'" in usage.stderr
+
+
+def test_flowstate_web_sweep_and_lint_exit_codes(empty_db_url: str, tmp_path: Path) -> None:
+    """``flowstate-web lint`` with no flow module: exit 3; ``sweep`` with a raising timeout: 1."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLOWSTATE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "FLOWSTATE_DATABASE_URL": empty_db_url,
+        "FLOWSTATE_ADMIN_PASSWORD": "secret",
+    }
+    env.pop("FLOWSTATE_FLOW_MODULES", None)
+    cli = [str(BIN / "flowstate-web")]
+    nothing = subprocess.run(
+        [*cli, "lint"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert nothing.returncode == 3, nothing.stdout + nothing.stderr
+    assert nothing.stdout == ""
+    assert "no flow types registered: nothing to lint" in nothing.stderr
+
+    env["FLOWSTATE_FLOW_MODULES"] = "tests.timed_flows"
+    engine = create_engine(empty_db_url)  # the lint run migrated the database
+    with Session(engine) as session:
+        boom = ExplodingTimeoutFlow.create(session=session, ref="boom")
+        fine = ExplodingTimeoutFlow.create(session=session, ref="fine")
+        session.execute(
+            update(flows)
+            .where(flows.c.id.in_([boom.id, fine.id]))
+            .values(state_entered_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+        session.commit()
+        swept = subprocess.run(
+            [*cli, "sweep"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert swept.returncode == 1, swept.stdout + swept.stderr
+        assert swept.stdout == "failed 1 stalled flow(s)\n"
+        assert (
+            f"  tests.ExplodingTimeoutFlow #{boom.id} in state 'waiting': time_out raised"
+            " RuntimeError: time_out exploded for boom\n"
+        ) in swept.stderr
+        states = [ExplodingTimeoutFlow.get(f.id, session=session).state for f in (boom, fine)]
+        assert states == ["waiting", "timed_out"]
+    engine.dispose()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +21,9 @@ from flowstate_web.app import create_app, db
 from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
 from flowstate_web.demo.runner import DemoRunner
 from flowstate_web.demo.seed import DEMO_FLOWS, new_props, paths, seed, start_new, transient_states
-from flowstate_web.demo.simulated_api import ApiError, SimulatedApi
+from flowstate_web.demo.simulated_api import ApiError, PaymentDeclined, SimulatedApi
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
-from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue, install
+from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue, decline_response, install
 from flowstate_web.models import flows, outbox
 
 DEADLINE = 30.0
@@ -189,6 +191,17 @@ def test_declined_payment_is_retried_by_an_operator(demo_app: Flask, queue: Demo
     with demo_app.app_context():
         OrderFulfilmentFlow.get(flow.id).retry(actor="operator")
     wait_for(lambda: state_of(demo_app, OrderFulfilmentFlow, flow.id) == "delivered", "delivered")
+    # Every answer of the payment provider was kept: three declines, then the authorisation.
+    with demo_app.app_context():
+        receipts = [v.payload for v in OrderFulfilmentFlow.get(flow.id).payment_receipt.versions()]
+    assert [(r["status"], r["attempt"]) for r in receipts] == [
+        ("declined", 1),
+        ("declined", 2),
+        ("declined", 3),
+        ("authorised", 4),
+    ]
+    assert all(r["decline_code"] and r["message"] for r in receipts[:3])
+    assert "decline_code" not in receipts[3] and receipts[3]["authorisation"].startswith("AUTH-")
 
 
 def test_seeder_makes_every_reachable_state_by_transitions(demo_app: Flask) -> None:
@@ -204,7 +217,8 @@ def test_seeder_makes_every_reachable_state_by_transitions(demo_app: Flask) -> N
                     cls.select().where(flows.c.state == state).limit(1)
                 ).all()
                 errored = cls(row)
-                assert errored.last_error_type == "flowstate_web.demo.simulated_api.ApiError"
+                raised = "PaymentDeclined" if state == "payment_declined" else "ApiError"
+                assert errored.last_error_type == f"flowstate_web.demo.simulated_api.{raised}"
                 assert errored.retry_transitions()
                 assert len(errored.history()) == len(paths(graph)[state])
         # Seeded flows are snapshots: nothing was sent, nothing waits in the outbox.
@@ -251,8 +265,31 @@ def test_simulated_api_rates() -> None:
     assert not always.in_stock("SKU", 1)
     with pytest.raises(ApiError):
         always.create_shipping_label("ORD-1", "SKU", 1)
+    with pytest.raises(PaymentDeclined) as declined:
+        always.authorise_payment("ORD-1", 1299, attempt=2)
+    assert declined.value.response["status"] == "declined"
+    assert declined.value.response["attempt"] == 2
+    assert declined.value.response["decline_code"] in str(declined.value)
+    receipt = never.authorise_payment("ORD-1", 1299, attempt=3)
+    assert (receipt["status"], receipt["attempt"], receipt["amount_cents"]) == (
+        "authorised",
+        3,
+        1299,
+    )
+    assert receipt["risk"]["checks"] == ["cvc", "avs", "3ds"]  # a retried card goes through 3DS
     assert SimulatedApi.from_config({"FLOWSTATE_DEMO_FAILURE_RATE": 7}).failure_rate == 1.0
     assert SimulatedApi.from_config({}).failure_rate == 0.3
+
+
+def test_a_payment_call_that_got_no_answer_is_kept_as_such(demo_app: Flask) -> None:
+    with demo_app.app_context():
+        order = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, random.Random(9)))
+        kept = decline_response(order, 2, TimeoutError("no answer within 5s"))
+    assert kept["status"] == "no_answer"
+    assert (kept["attempt"], kept["order_ref"]) == (2, order.order_ref)
+    assert kept["error"] == "TimeoutError: no answer within 5s"
+    declined = PaymentDeclined("declined", {"status": "declined"})
+    assert decline_response(order, 1, declined) is declined.response
 
 
 def test_new_props_are_valid_for_each_demo_flow(demo_app: Flask) -> None:
@@ -343,3 +380,21 @@ def test_sync_flow_completes_through_a_redis_queue(redis_app: Flask) -> None:
         )
     finally:
         q.stop()
+
+
+def test_the_demo_logs_simulated_failures_in_one_line_with_their_class() -> None:
+    from flowstate_web.demo.runner import _OneLineApiErrors
+
+    try:
+        raise PaymentDeclined("declined ORD-1 (attempt 1): do_not_honour", {})
+    except PaymentDeclined:
+        record = logging.LogRecord(
+            "huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.", ("t1",), None
+        )
+        record.exc_info = sys.exc_info()
+    assert _OneLineApiErrors().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Unhandled exception in task t1. PaymentDeclined: declined ORD-1 (attempt 1):"
+        " do_not_honour (recorded on the flow)"
+    )

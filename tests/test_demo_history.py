@@ -62,5 +62,15 @@ def test_seeded_history_spreads_over_hours_and_is_rolled_up(demo_app: Flask) -> 
             )
         ).scalar_one()
         assert now - rollup.as_utc(open_) < timedelta(minutes=1)
+        # A delivered order was completed when it entered its final state, not at seeding.
+        moved = db.session.execute(
+            select(func.count())
+            .select_from(flows)
+            .where(
+                flows.c.completed_at.is_not(None),
+                flows.c.completed_at != flows.c.state_entered_at,
+            )
+        ).scalar_one()
+        assert moved == 0
         # Past traffic is history, not work: no hand-off waits to be sent.
         assert db.session.execute(select(func.count()).select_from(outbox)).scalar() == 0

@@ -18,10 +18,11 @@ from flowstate_web import (
     State,
     fail_stalled,
     sweep,
+    timeouts,
     transition,
 )
 from flowstate_web.models import flows, transitions
-from flowstate_web.timeouts import SWEEP_ACTOR, fail_transitions, short
+from flowstate_web.timeouts import SWEEP_ACTOR, fail_transitions, short, sweep_all
 from tests.timed_flows import HOUR, TEN_MINUTES, ExplodingTimeoutFlow, TimedFlow
 
 #: A fixed "now" a day in the past: flows written now are young then, and stalls before it
@@ -309,6 +310,39 @@ def test_a_raising_timeout_transition_is_rolled_back_alone(engine: Engine) -> No
         assert ExplodingTimeoutFlow.get(fine.id, session=s).state == "timed_out"
 
 
+def test_sweep_all_goes_on_past_flows_whose_timeout_raises(engine: Engine) -> None:
+    with Session(engine) as s:
+        booms = [ExplodingTimeoutFlow.create(ref="boom", session=s) for _ in range(3)]
+        fine = [ExplodingTimeoutFlow.create(ref="fine", session=s) for _ in range(2)]
+        for i, f in enumerate([*booms, *fine]):  # the raising ones stalled longest
+            entered(s, f.id, NOW - HOUR + timedelta(seconds=i))
+        # One batch at a time, the raising flows at the head of the state hold sweep() back,
+        assert sweep(session=s, now=NOW, limit=2) == 0
+        # sweep_all carries on past them, and says which raised and why.
+        report = sweep_all(session=s, now=NOW, limit=2)
+        assert (report.timed_out, report.failed, report.seen) == (2, 3, 5)
+        assert [f.flow_id for f in report.failures] == [b.id for b in booms]
+        assert str(report.failures[0]) == (
+            f"tests.ExplodingTimeoutFlow #{booms[0].id} in state 'waiting':"
+            " time_out raised RuntimeError: time_out exploded for boom"
+        )
+        states = [ExplodingTimeoutFlow.get(f.id, session=s).state for f in [*booms, *fine]]
+        assert states == ["waiting"] * 3 + ["timed_out"] * 2
+        again = sweep_all(session=s, now=NOW, limit=2)  # the raising ones are tried again
+        assert (again.timed_out, again.failed) == (0, 3)
+
+
+def test_sweep_report_describes_at_most_so_many_failures(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timeouts, "MAX_FAILURES_SHOWN", 2)
+    with Session(engine) as s:
+        for _ in range(5):
+            entered(s, ExplodingTimeoutFlow.create(ref="boom", session=s).id, NOW - HOUR)
+        report = sweep_all(session=s, now=NOW, limit=2)
+        assert (report.failed, len(report.failures)) == (5, 2)
+
+
 def test_concurrent_sweepers_fail_each_flow_once(engine: Engine) -> None:
     """Four sweepers on their own connections at once: every stalled flow failed exactly once."""
     n = 40
@@ -388,3 +422,28 @@ def test_sweep_cli(app: Any, db: Any) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "failed 2 stalled flow(s)"
     assert [TimedFlow.get(i).state for i in made] == ["failed", "failed", "fetching"]
+
+
+def test_sweep_cli_exits_1_naming_the_flows_whose_timeout_raised(
+    app: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booms = [ExplodingTimeoutFlow.create(ref="boom") for _ in range(3)]
+    fine = ExplodingTimeoutFlow.create(ref="fine")
+    ids = [f.id for f in [*booms, fine]]
+    db.session.execute(update(flows).where(flows.c.id.in_(ids)).values(state_entered_at=NOW - HOUR))
+    db.session.commit()
+    monkeypatch.setattr(timeouts, "MAX_FAILURES_SHOWN", 2)
+    result = app.test_cli_runner().invoke(args=["flowstate", "sweep", "--limit", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "failed 1 stalled flow(s)\n"
+    assert result.stderr.splitlines() == [
+        "error: the on_timeout transition of 3 stalled flow(s) raised; they stay where they were:",
+        *(
+            f"  tests.ExplodingTimeoutFlow #{b.id} in state 'waiting':"
+            " time_out raised RuntimeError: time_out exploded for boom"
+            for b in booms[:2]
+        ),
+        "  ... and 1 more",
+    ]
+    assert ExplodingTimeoutFlow.get(fine.id).state == "timed_out"
+    assert [ExplodingTimeoutFlow.get(b.id).state for b in booms] == ["waiting"] * 3

@@ -87,10 +87,13 @@ def spread(session: Session, *, hours: float, rng: random.Random) -> None:
     for r in rows:
         by_flow.setdefault(r.flow_id, []).append((r.id, r.from_state))
     found = session.execute(
-        select(flows.c.id, flows.c.state, flows.c.type).where(flows.c.type.in_(names))
+        select(flows.c.id, flows.c.state, flows.c.type, flows.c.completed_at).where(
+            flows.c.type.in_(names)
+        )
     ).all()
     states = {r.id: r.state for r in found}
     types = {r.id: r.type for r in found}
+    completed = {r.id for r in found if r.completed_at is not None}
     tx_updates: list[dict[str, object]] = []
     flow_updates: list[dict[str, object]] = []
     for flow_id, steps in by_flow.items():
@@ -105,7 +108,8 @@ def spread(session: Session, *, hours: float, rng: random.Random) -> None:
             tx_updates.append({"tid": tx_id, "at": at})
             wait = _typical_wait(from_state) * rng.lognormvariate(0, 0.6)
             at -= timedelta(seconds=wait)
-        flow_updates.append({"fid": flow_id, "created": at, "end": end})
+        done = end if flow_id in completed else None
+        flow_updates.append({"fid": flow_id, "created": at, "end": end, "done": done})
     if tx_updates:
         session.execute(
             update(transitions)
@@ -121,6 +125,7 @@ def spread(session: Session, *, hours: float, rng: random.Random) -> None:
                 created_at=bindparam("created"),
                 updated_at=bindparam("end"),
                 state_entered_at=bindparam("end"),
+                completed_at=bindparam("done"),
             ),
             flow_updates,
         )

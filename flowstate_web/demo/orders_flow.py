@@ -3,6 +3,11 @@
 Every arrow that leaves a state automatically is taken by a job in
 :mod:`flowstate_web.demo.tasks`, handed off durably (``enqueue=``); the two error states have
 retry transitions an operator can run from the admin.
+
+Both answers of the payment provider are kept as the ``payment_receipt`` artefact: a decline
+(status, decline code, attempt) and, after a retry, the authorisation. An order declined
+then retried carries several versions, and the admin's flow page shows what changed between
+them.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ class OrderFulfilmentFlow(Flow):
         """Keep the payment provider's receipt and hand picking to the queue."""
         return receipt
 
-    @transition(source=pending, target=payment_declined)
-    def decline_payment(self) -> None:
-        """Record that the payment was declined (call it from ``except``)."""
+    @transition(source=pending, target=payment_declined, persists=payment_receipt)
+    def decline_payment(self, response: dict[str, Any]) -> dict[str, Any]:
+        """Keep the provider's decline as the receipt (call it from ``except``)."""
+        return response
 
     @transition(source=payment_declined, target=pending, retry=True, enqueue="authorise_payment")
     def retry_payment(self) -> None:
@@ -80,3 +86,8 @@ class OrderFulfilmentFlow(Flow):
     @transition(source=[payment_declined, backordered], target=cancelled)
     def cancel(self) -> None:
         """Give up on the order (a declined payment or stock that never came)."""
+
+
+def payment_attempt(flow: OrderFulfilmentFlow) -> int:
+    """Return the number of the next payment attempt of ``flow`` (1 + its declines so far)."""
+    return 1 + sum(1 for h in flow.history() if h.name == "decline_payment")

@@ -22,7 +22,7 @@ class _OneLineApiErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ApiError):
-            record.msg = f"{record.getMessage()} ApiError: {exc} (recorded on the flow)"
+            record.msg = f"{record.getMessage()} {type(exc).__name__}: {exc} (recorded on the flow)"
             record.args = None
             record.exc_info = None
             record.exc_text = None

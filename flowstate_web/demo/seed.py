@@ -2,9 +2,11 @@
 
 Nothing writes a state directly: each seeded flow is created and walked along the shortest
 path of declared transitions to its state, error states entered from inside ``except`` so
-their error is recorded. Seeded flows are snapshots: their hand-offs are not sent and are
-removed from the outbox, so they stay where they were put; the errored ones continue
-through the queue once an operator retries them.
+their error is recorded. Besides, some orders are seeded the way a flaky payment provider
+leaves them: declined once or twice, retried, then authorised and carried on, so their
+``payment_receipt`` has several versions for the flow page's artefact diff. Seeded flows are
+snapshots: their hand-offs are not sent and are removed from the outbox, so they stay where
+they were put; the errored ones continue through the queue once an operator retries them.
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ from flowstate_web.graph import FlowGraph, TransitionSpec
 from flowstate_web.models import flows, outbox
 from flowstate_web.outbox import handoff
 
-from .orders_flow import OrderFulfilmentFlow
-from .simulated_api import ApiError, SimulatedApi
+from .orders_flow import OrderFulfilmentFlow, payment_attempt
+from .simulated_api import ApiError, PaymentDeclined, SimulatedApi
 from .sync_flow import SyncThirdPartyApiFlow
+from .tasks import AUTO_RETRY_ACTOR
 
 DEMO_FLOWS: tuple[type[Flow], ...] = (SyncThirdPartyApiFlow, OrderFulfilmentFlow)
+
+#: Orders seeded as declined, retried and authorised, per ``per_state`` of :func:`seed`.
+RETRIED_ORDERS = 3
+#: Where the retried orders end up (the states after a payment, mostly delivered).
+_RETRIED_ENDS = ("delivered", "delivered", "shipped", "picking", "backordered")
+#: Who retried a declined payment: the job queue by itself, or an operator with a reason.
+_RETRIERS = (
+    (AUTO_RETRY_ACTOR, "automatic retry of a failed job"),
+    ("ops@example.com", "customer confirmed the card with their bank"),
+)
 
 _SKUS = ("MUG-BLUE", "TEE-L-BLACK", "POSTER-A2", "SOCKS-3PK", "NOTEBOOK-DOT")
 
@@ -82,7 +95,8 @@ def _args(t: TransitionSpec, flow: Flow, api: SimulatedApi) -> tuple[Any, ...]:
         return (api.fetch_record(flow.third_party_id),)
     if isinstance(flow, OrderFulfilmentFlow):
         if t.name == "authorise_payment":
-            return (api.authorise_payment(flow.order_ref, flow.amount_cents),)
+            attempt = payment_attempt(flow)
+            return (api.authorise_payment(flow.order_ref, flow.amount_cents, attempt=attempt),)
         if t.name == "ship":
             return (api.create_shipping_label(flow.order_ref, flow.sku, flow.quantity),)
     return ()
@@ -95,12 +109,37 @@ def drive(flow: Flow, path: list[TransitionSpec], api: SimulatedApi) -> None:
         if flow.state not in t.sources:
             return  # an after-commit callback already moved it on
         if t.target in flow.error_states:
-            try:
-                failing.fetch_record("seed")
-            except ApiError:
-                flow.run(t.name)
+            fail(flow, t.name, failing)
         else:
             flow.run(t.name, *_args(t, flow, api))
+
+
+def fail(flow: Flow, name: str, failing: SimulatedApi) -> None:
+    """Run error transition ``name`` inside ``except`` of a failed (simulated) call.
+
+    A declined payment keeps the provider's answer as its receipt, as the job does.
+    """
+    try:
+        if isinstance(flow, OrderFulfilmentFlow) and name == "decline_payment":
+            failing.authorise_payment(flow.order_ref, flow.amount_cents, payment_attempt(flow))
+        failing.fetch_record("seed")
+    except PaymentDeclined as exc:
+        flow.run(name, exc.response)
+    except ApiError:
+        flow.run(name)
+
+
+def retried_order(rng: random.Random, api: SimulatedApi, end: str) -> OrderFulfilmentFlow:
+    """Create an order declined once or twice, retried, authorised, then driven to ``end``."""
+    failing = SimulatedApi(failure_rate=1.0, latency=0.0, rng=api.rng)
+    flow = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, rng))
+    for _ in range(rng.choice((1, 1, 2))):
+        fail(flow, "decline_payment", failing)
+        actor, reason = rng.choice(_RETRIERS)
+        flow.run("retry_payment", actor=actor, reason=reason)
+    # The path starts with authorise_payment: the receipt's last version.
+    drive(flow, paths(OrderFulfilmentFlow.graph())[end], api)
+    return flow
 
 
 def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[str, str], int]:
@@ -123,6 +162,11 @@ def seed(per_state: int = 2, *, rng: random.Random | None = None) -> dict[tuple[
                     drive(flow, path, api)
                     key = (cls.type_name, flow.state)
                     made[key] = made.get(key, 0) + 1
+        for i in range(RETRIED_ORDERS * per_state):
+            order = retried_order(rng, api, _RETRIED_ENDS[i % len(_RETRIED_ENDS)])
+            ids.append(order.id)
+            key = (order.type_name, order.state)
+            made[key] = made.get(key, 0) + 1
         ext.db.session.execute(delete(outbox).where(outbox.c.flow_id.in_(ids)))
         ext.db.session.commit()
     finally:

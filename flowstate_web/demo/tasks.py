@@ -26,8 +26,8 @@ from flowstate_web.flow import Flow
 from flowstate_web.queues import JobRegistry
 from flowstate_web.queues.huey import HueyQueue
 
-from .orders_flow import OrderFulfilmentFlow
-from .simulated_api import SimulatedApi
+from .orders_flow import OrderFulfilmentFlow, payment_attempt
+from .simulated_api import PaymentDeclined, SimulatedApi
 from .sync_flow import SyncThirdPartyApiFlow
 
 log = logging.getLogger("flowstate_web.demo")
@@ -107,17 +107,31 @@ def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
 
 
 def authorise_payment(flow_id: int, *, dispatch_id: str) -> None:
-    """Ask the payment provider to authorise the order's amount."""
+    """Ask the payment provider to authorise the order's amount; keep its answer either way."""
     flow = OrderFulfilmentFlow.get(flow_id)
     if not _at(flow, "pending", dispatch_id):
         return
+    attempt = payment_attempt(flow)
     try:
-        receipt = _api().authorise_payment(flow.order_ref, flow.amount_cents)
-    except Exception:
-        flow.decline_payment()
+        receipt = _api().authorise_payment(flow.order_ref, flow.amount_cents, attempt=attempt)
+    except Exception as exc:
+        flow.decline_payment(decline_response(flow, attempt, exc))
         _auto_retry(flow, "retry_payment")
         raise
     flow.authorise_payment(receipt)
+
+
+def decline_response(flow: OrderFulfilmentFlow, attempt: int, exc: Exception) -> dict[str, Any]:
+    """Return what to keep of a failed authorisation: the provider's decline, if it sent one."""
+    if isinstance(exc, PaymentDeclined):
+        return exc.response
+    return {
+        "order_ref": flow.order_ref,
+        "status": "no_answer",
+        "attempt": attempt,
+        "amount_cents": flow.amount_cents,
+        "error": f"{type(exc).__name__}: {exc}"[:200],
+    }
 
 
 def pick_order(flow_id: int, *, dispatch_id: str) -> None:

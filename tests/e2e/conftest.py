@@ -252,7 +252,7 @@ def seed_flows(completed: int = 3, fetch_failed: int = 2, save_failed: int = 1) 
             try:
                 raise ValueError("card declined: insufficient funds")
             except ValueError:
-                order.decline_payment()
+                order.decline_payment({"status": "declined", "decline_code": "insufficient_funds"})
             continue
         order.authorise_payment({"provider": "test", "auth": f"A{i}"})
         order.start_picking()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import func, select
 
 from flowstate_web import Artefact, Flow, Prop, State, transition
+from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
+from flowstate_web.demo.seed import seed
+from flowstate_web.models import artefacts
 
 from .conftest import LiveServer, PageLog, csp_violations, screenshot
 
@@ -104,6 +109,61 @@ def test_diff_between_artefact_versions(
     expect(page.locator("#step-1")).to_be_in_viewport()
     page.locator(f"#artefact-diff-{v2}").scroll_into_view_if_needed()
     screenshot(page, f"artefact-diff-{size[0]}x{size[1]}")
+    assert csp_violations(page) == []
+    assert page_log.problems() == []
+
+
+def seeded_retried_order(server: LiveServer) -> tuple[int, list[int]]:
+    """Seed the demo; return a retried order and its payment receipts' ids, oldest first."""
+    from flowstate_web.app import db
+
+    with server.app.app_context():
+        seed(per_state=1, rng=random.Random(12))
+        q = (
+            select(artefacts.c.flow_id)
+            .where(artefacts.c.name == "payment_receipt")
+            .group_by(artefacts.c.flow_id)
+            .having(func.count() >= 2)
+            .order_by(artefacts.c.flow_id)
+            .limit(1)
+        )
+        flow_id = int(db.session.execute(q).scalar_one())
+        ids = [v.id for v in OrderFulfilmentFlow.get(flow_id).payment_receipt.versions()]
+        db.session.remove()
+    return flow_id, ids
+
+
+@pytest.mark.parametrize("size", [(1440, 900), (1920, 1080)])
+def test_seeded_demo_order_shows_its_receipt_diff(
+    live_server: LiveServer, page: Page, page_log: PageLog, size: tuple[int, int]
+) -> None:
+    """A demo order declined, retried and authorised: the diff of its payment receipts."""
+    flow_id, versions = seeded_retried_order(live_server)
+    n = len(versions)
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    live_server.login(page, f"/types/OrderFulfilmentFlow/{flow_id}?live=0")
+    diff = page.locator(f"#artefact-diff-{versions[-1]}")
+    summary = diff.locator("summary")
+    expect(summary).to_contain_text(
+        f"changes in payment_receipt v{n} since v{n - 1} (step {2 * n - 3}, decline_payment)"
+    )
+    expect(summary).to_contain_text("+2 added")  # the authorisation, 3-D Secure
+    expect(summary).to_contain_text("\u22122 removed")  # the decline code and its message
+    table = diff.locator("table")
+    expect(table).to_be_hidden()
+    summary.click()
+    expect(table).to_be_visible()
+    status = table.locator("tr", has_text=".status")
+    expect(status).to_contain_text('"declined"')
+    expect(status).to_contain_text('"authorised"')
+    expect(table.locator("tr", has_text=".decline_code")).to_contain_text("removed")
+    # The diff table fits the window: nothing overflows the page sideways.
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= size[0]
+    box = table.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= size[0]
+    diff.scroll_into_view_if_needed()
+    screenshot(page, f"demo-receipt-diff-{size[0]}x{size[1]}")
     assert csp_violations(page) == []
     assert page_log.problems() == []
 
