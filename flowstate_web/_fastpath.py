@@ -24,6 +24,13 @@ using SQLAlchemy's public API only (the test suite greps this file for private n
   (``Engine.dispose``), as SQLAlchemy invalidates the whole pool on a disconnect: the next
   transaction gets a new connection, so a database restart costs one failed transaction.
 
+- **Fewer round trips.** On PostgreSQL a transition's writes (its history row, the flow
+  row, its artefact) are one statement (:func:`write_statement`, data-modifying ``WITH``);
+  the counter triggers fire as for separate statements. What :func:`on` finds (the
+  Session's connection, the driver connection, psycopg's cursor) is kept for the
+  transaction, and a flows row read again unchanged (``get``, then the transition's locked
+  re-read) is not converted twice.
+
 Only sqlite3 and psycopg are taken this way. Any other driver, or a connection whose
 statements someone watches -- ``echo`` or the ``sqlalchemy.engine`` logger at INFO, a
 ``before/after_execute``, ``before/after_cursor_execute`` or ``handle_error`` listener on the

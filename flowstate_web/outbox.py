@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
+from . import _fastpath
 from ._tx import AnySession, defer_until_commit, resolve_session
 from .errors import FlowNotFoundError, FlowStateError, PayloadValidationError
 from .models import outbox, transitions
@@ -132,27 +133,26 @@ def _insert(
 ) -> list[str]:
     queue, delay = _config()
     ids = [uuid.uuid4().hex for _ in jobs]
-    sess.execute(
-        insert(outbox),
-        [
-            {
-                "flow_id": flow.id,
-                "flow_type": type(flow).type_name,
-                "transition_id": tid,
-                "kind": kind,
-                "job": job,
-                "args": dict(args),
-                "dispatch_id": did,
-                "created_at": ts,
-                "available_at": ts + delay,
-                "sent_at": None,
-                "attempts": 0,
-                "actor": actor,
-                "reason": reason,
-            }
-            for (job, args), did in zip(jobs, ids, strict=True)
-        ],
-    )
+    db = _fastpath.on(sess)  # the transition's own statements' path (usually one row)
+    for row in [
+        {
+            "flow_id": flow.id,
+            "flow_type": type(flow).type_name,
+            "transition_id": tid,
+            "kind": kind,
+            "job": job,
+            "args": dict(args),
+            "dispatch_id": did,
+            "created_at": ts,
+            "available_at": ts + delay,
+            "sent_at": None,
+            "attempts": 0,
+            "actor": actor,
+            "reason": reason,
+        }
+        for (job, args), did in zip(jobs, ids, strict=True)
+    ]:
+        db.insert(outbox, row)
     if queue is not None:
         bind = sess.get_bind()
         label = f"{type(flow).type_name} #{flow.id} -> outbox ({', '.join(j for j, _ in jobs)})"
