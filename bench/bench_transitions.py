@@ -193,6 +193,84 @@ class Floor:
             self.transition({"done": ("again", "pending")})
 
 
+# -- the bounds: the engine's statements with no engine code around them -----------------------
+
+HISTORY_KEYS = (
+    "flow_id", "seq", "name", "from_state", "to_state", "created_at", "actor", "reason",
+    "error_type", "error_message", "error_traceback", "meta",
+)  # fmt: skip
+UPDATE_KEYS = ("state", "seq", "errored", "updated_at", "state_entered_at", "flow_id")
+
+
+class Bound:
+    """What ``get`` + transition would cost if the engine's own Python took no time.
+
+    The engine's statements, as the fast path compiles and binds them (``get``'s SELECT,
+    the lock, the write: one statement on PostgreSQL, INSERT history + UPDATE on SQLite),
+    on the engine's schema (its indexes and counter triggers), on a driver cursor, reading
+    state and seq straight from the row tuple. ``session``: inside a SQLAlchemy ``Session``
+    transaction (``Session.connection()`` ... ``Session.commit()``), as the engine runs;
+    without it, on the bare driver connection. The first bound is what the schema costs
+    against the floor's; the second adds what keeping the caller's Session costs.
+    """
+
+    def __init__(self, backend: str, engine: Engine, raw: Any, fid: int, session: bool) -> None:
+        from flowstate_web import _fastpath as fp
+
+        d = engine.dialect
+        self.raw, self.fid, self.backend = raw, fid, backend
+        self.session = Session(engine) if session else None
+        self.select = fp.CompiledStatement(fp.SELECT_FLOW, d, ["flow_id"])
+        lock = fp.LOCK_SQLITE if backend == "sqlite" else fp.LOCK_FOR_UPDATE
+        self.lock = fp.CompiledStatement(lock, d, ["flow_id"])
+        if backend == "postgresql":
+            stmt = fp.write_statement(HISTORY_KEYS, UPDATE_KEYS, False)
+            keys = [f"h_{k}" for k in HISTORY_KEYS] + [f"f_{k}" for k in UPDATE_KEYS]
+            self.write = fp.CompiledStatement(stmt, d, keys)
+        else:
+            self.ins = fp.CompiledStatement(fp.INSERT_TRANSITION, d, list(HISTORY_KEYS))
+            self.upd = fp.CompiledStatement(fp.UPDATE_FLOW, d, list(UPDATE_KEYS))
+
+    def transition(self) -> None:
+        sess = self.session
+        drv = self.raw if sess is None else sess.connection().connection.driver_connection
+        cur = drv.cursor()
+        key = {"flow_id": self.fid}
+        cur.execute(self.select.sql, self.select.params(key))
+        cur.fetchone()
+        cur.execute(self.lock.sql, self.lock.params(key))
+        row = cur.fetchone()
+        state, seq = row[2], row[4]
+        name, target = PINGPONG[state]
+        ts = datetime.now(UTC)
+        h = {
+            "flow_id": self.fid, "seq": seq + 1, "name": name, "from_state": state,
+            "to_state": target, "created_at": ts, "actor": None, "reason": None,
+            "error_type": None, "error_message": None, "error_traceback": None, "meta": None,
+        }  # fmt: skip
+        u = {
+            "state": target, "seq": seq + 1, "errored": False, "updated_at": ts,
+            "state_entered_at": ts, "flow_id": self.fid,
+        }  # fmt: skip
+        if self.backend == "postgresql":
+            p = {f"h_{k}": v for k, v in h.items()} | {f"f_{k}": v for k, v in u.items()}
+            cur.execute(self.write.sql, self.write.params(p))
+            cur.fetchone()
+        else:
+            cur.execute(self.ins.sql, self.ins.params(h))
+            cur.fetchone()
+            cur.execute(self.upd.sql, self.upd.params(u))
+        cur.close()
+        if sess is None:
+            drv.commit()
+        else:
+            sess.commit()
+
+    def ops(self, n: int) -> None:
+        for _ in range(n):
+            self.transition()
+
+
 # -- databases -------------------------------------------------------------------------------
 
 
@@ -273,9 +351,13 @@ GET_LOCKED = "get(lock=True) + transition"
 JOB = "job: get, start, work, finish"
 JOB_FLOOR = "floor, job shape"
 LOADED = "loaded object (secondary)"
+BOUND_RAW = "bound: engine's statements + schema, bare driver"
+BOUND_SESSION = "bound: the same in a Session transaction"
 
 
-def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int], None]]:
+def runners(
+    backend: str, engine: Engine, raw: Any, bound: bool = True
+) -> dict[str, Callable[[int], None]]:
     """Return ``{name: run(n)}``, each on its own flow; ``n`` transitions (or jobs)."""
     with Session(engine) as s:
         get_id = PingPong.create(session=s).id
@@ -321,8 +403,17 @@ def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int],
 
     # Flow.get(lock=True) is new: a run against an older checkout leaves that runner out.
     locked = "lock" in inspect.signature(PingPong.get).parameters
+    bounds: dict[str, Callable[[int], None]] = {}
+    if bound:
+        with Session(engine) as s:
+            b1, b2 = PingPong.create(session=s).id, PingPong.create(session=s).id
+        bounds = {
+            BOUND_RAW: Bound(backend, engine, raw, b1, session=False).ops,
+            BOUND_SESSION: Bound(backend, engine, raw, b2, session=True).ops,
+        }
     return {
         FLOOR: floor.ops,
+        **bounds,
         GET: get_transition,
         **({GET_LOCKED: get_locked} if locked else {}),
         JOB_FLOOR: job_floor.jobs,
@@ -332,7 +423,14 @@ def runners(backend: str, engine: Engine, raw: Any) -> dict[str, Callable[[int],
 
 
 #: Which floor each runner is compared with.
-BASELINE = {GET: FLOOR, GET_LOCKED: FLOOR, LOADED: FLOOR, JOB: JOB_FLOOR}
+BASELINE = {
+    BOUND_RAW: FLOOR,
+    BOUND_SESSION: FLOOR,
+    GET: FLOOR,
+    GET_LOCKED: FLOOR,
+    LOADED: FLOOR,
+    JOB: JOB_FLOOR,
+}
 
 
 class CpuClock:
@@ -447,7 +545,7 @@ def _worker(url: str, durable: bool, pipe: Any) -> None:
     """Serve ``(runner, n)`` requests on one flow each; answer with the elapsed seconds."""
     engine = make_engine("postgresql", url, durable)
     raw = raw_connect("postgresql", url, durable)
-    run = runners("postgresql", engine, raw)
+    run = runners("postgresql", engine, raw, bound=False)
     while True:
         msg = pipe.recv()
         if msg is None:

@@ -182,7 +182,8 @@ def execute(
     """
     sess = resolve_session(flow._session)
     cls = type(flow)
-    _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
+    if info is not _NO_INFO:
+        _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
     error = info.error
     if error is IMPLICIT:
         error = implicit_error() if t.target in cls.error_states else None
@@ -195,15 +196,15 @@ def execute(
             if row is None or row["type"] != cls.type_name:
                 raise FlowNotFoundError(cls.type_name, flow.id)
             read.append(row)
-            flow._load(row)  # the committed row; this instance's staged edits stay on top
+            if row is not flow.__dict__.get("_flowstate_row"):  # else read unchanged by get
+                flow._load(row)  # the committed row; this instance's staged edits stay on top
         if flow.state not in t.sources:
             raise InvalidTransitionError(
                 cls.type_name, flow.id, t.name, flow.state, t.sources, t.target
             )
         if t.guard is not None and not guard_passes(flow, t):
             raise GuardFailedError(cls.type_name, flow.id, t.name, flow.state, t.target)
-        with _outbox.collecting(flow):
-            value = t.fn(flow, *args, **kwargs)
+        value, handoffs = _outbox.run_method(flow, t.fn, args, kwargs)
         if t.persists is not None:
             value = _values.check(
                 value,
@@ -215,7 +216,7 @@ def execute(
             raise PayloadValidationError(
                 f"{cls.type_name}.{t.name} returned a value but persists no artefact"
             )
-        return _write(sess, db, flow, t, value, info, error)
+        return _write(sess, db, flow, t, value, info, error, handoffs)
 
     try:
         result = _own(sess, work)
@@ -350,16 +351,22 @@ def _insert_history(
     try:
         return db.insert_transition(values)
     except IntegrityError as exc:
-        # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
-        raise ConcurrentTransitionError(
-            flow.type_name,
-            flow.id,
-            name,
-            values["from_state"],
-            sources,
-            values["to_state"],
-            values["seq"],
-        ) from exc
+        raise _concurrent(flow, name, sources, values) from exc
+
+
+def _concurrent(
+    flow: Flow, name: str, sources: tuple[str, ...], history: Mapping[str, Any]
+) -> ConcurrentTransitionError:
+    # Only reachable if the row lock was bypassed: the unique (flow_id, seq) still holds.
+    return ConcurrentTransitionError(
+        flow.type_name,
+        flow.id,
+        name,
+        history["from_state"],
+        sources,
+        history["to_state"],
+        history["seq"],
+    )
 
 
 def _check_info(info: RunInfo, where: str) -> None:
@@ -385,6 +392,7 @@ def _write(
     value: Any,
     info: RunInfo,
     error: BaseException | None,
+    handoffs: _outbox.Calls,
 ) -> HistoryEntry:
     cls = type(flow)
     ts = now()
@@ -424,7 +432,6 @@ def _write(
         if changes is not None:
             values["props"] = props
             history["changes"] = changes
-    tid = _insert_history(db, flow, t.name, t.sources, history)
     if entering_error:
         values |= {
             "last_errored_at": ts,
@@ -433,18 +440,14 @@ def _write(
         }
     if target in cls.final_states:
         values["completed_at"] = ts
-    db.update_flow({**values, "flow_id": flow.id})
+    artefact = None
     if persists is not None:
-        db.insert_artefact(
-            {
-                "flow_id": flow.id,
-                "transition_id": tid,
-                "name": persists,
-                "payload": value,
-                "created_at": ts,
-            },
-        )
-    _outbox.write(sess, flow, t, tid, ts)  # hand-offs, in this transaction
+        artefact = {"flow_id": flow.id, "name": persists, "payload": value, "created_at": ts}
+    try:
+        tid = db.write(history, {**values, "flow_id": flow.id}, artefact)
+    except IntegrityError as exc:
+        raise _concurrent(flow, t.name, t.sources, history) from exc
+    _outbox.write(sess, flow, t, tid, ts, handoffs)  # hand-offs, in this transaction
     if cls.destroy_on_complete and target in cls.final_states:
         delete_rows(sess, [flow.id])
     _apply(flow, values)
@@ -474,6 +477,7 @@ def _write(
 def _apply(flow: Flow, values: Mapping[str, Any]) -> None:
     """Show what was just written on ``flow`` (its staged edits are now stored)."""
     row = flow.__dict__
+    row["_flowstate_row"] = None  # no longer shows a row as read
     for key, value in values.items():
         if key == "props":
             row["_props"] = value

@@ -24,6 +24,13 @@ using SQLAlchemy's public API only (the test suite greps this file for private n
   (``Engine.dispose``), as SQLAlchemy invalidates the whole pool on a disconnect: the next
   transaction gets a new connection, so a database restart costs one failed transaction.
 
+- **Fewer round trips.** On PostgreSQL a transition's writes (its history row, the flow
+  row, its artefact) are one statement (:func:`write_statement`, data-modifying ``WITH``);
+  the counter triggers fire as for separate statements. What :func:`on` finds (the
+  Session's connection, the driver connection, psycopg's cursor) is kept for the
+  transaction, and a flows row read again unchanged (``get``, then the transition's locked
+  re-read) is not converted twice.
+
 Only sqlite3 and psycopg are taken this way. Any other driver, or a connection whose
 statements someone watches -- ``echo`` or the ``sqlalchemy.engine`` logger at INFO, a
 ``before/after_execute``, ``before/after_cursor_execute`` or ``handle_error`` listener on the
@@ -35,7 +42,6 @@ handles every statement as usual.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
@@ -43,7 +49,7 @@ from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Connection, Dialect, Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import Executable
 
 from .models import artefacts, flows, transitions
@@ -68,6 +74,51 @@ INSERT_TRANSITION = insert(transitions).returning(transitions.c.id)
 UPDATE_FLOW = update(flows).where(flows.c.id == bindparam("flow_id"))
 INSERT_ARTEFACT = insert(artefacts)
 
+
+def write_statement(history: tuple[str, ...], flow: tuple[str, ...], artefact: bool) -> Executable:
+    """Return one statement writing a transition (PostgreSQL): history, flow and artefact.
+
+    ``WITH h AS (INSERT INTO flowstate_transitions ... RETURNING id), f AS (UPDATE
+    flowstate_flows SET ... WHERE id = ...) [, a AS (INSERT INTO flowstate_artefacts ...
+    SELECT ... FROM h)] SELECT id FROM h``: the statements of the separate-statement path,
+    in one round trip. Parameters: ``h_<column>`` (history), ``f_<column>`` (the flow's
+    SET clause, ``f_flow_id`` its key) and ``a_<column>`` (the artefact).
+    """
+    key = (history, flow, artefact)
+    stmt = _WRITES.get(key)
+    if stmt is not None:
+        return stmt
+    tc, fc, ac = transitions.c, flows.c, artefacts.c
+    h = (
+        insert(transitions)
+        .values({k: bindparam(f"h_{k}", type_=tc[k].type) for k in history})
+        .returning(tc.id)
+        .cte("flowstate_h")
+    )
+    f = (
+        update(flows)
+        .where(fc.id == bindparam("f_flow_id", type_=fc.id.type))
+        .values({k: bindparam(f"f_{k}", type_=fc[k].type) for k in flow if k != "flow_id"})
+        .cte("flowstate_f")
+    )
+    stmt = select(h.c.id).add_cte(f)
+    if artefact:
+        cols = ("flow_id", "name", "payload", "created_at")
+        a = (
+            insert(artefacts)
+            .from_select(
+                [*cols, "transition_id"],
+                select(*(bindparam(f"a_{k}", type_=ac[k].type) for k in cols), h.c.id),
+            )
+            .cte("flowstate_a")
+        )
+        stmt = stmt.add_cte(a)
+    _WRITES[key] = stmt
+    return stmt
+
+
+_WRITES: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Executable] = {}
+
 #: (dialect name, driver) pairs whose DBAPI connection the hot path uses directly.
 DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
@@ -85,20 +136,46 @@ class Statements(Protocol):
     def insert_flow(self, values: Params) -> Mapping[str, Any]: ...
     def insert_transition(self, values: Params) -> int: ...
     def update_flow(self, values: Params) -> None: ...
-    def insert_artefact(self, values: Params) -> None: ...
+    def write(self, history: Params, flow: Params, artefact: Params | None) -> int: ...
     def insert(self, table: Table, values: Params) -> None: ...
 
 
 def on(sess: Session) -> Statements:
-    """Return the hot path's statements on ``sess``'s transaction (beginning it if needed)."""
-    conn = sess.connection(bind_arguments={"clause": flows})
+    """Return the hot path's statements on ``sess``'s transaction (beginning it if needed).
+
+    Kept for the transaction (a ``get`` and the transition after it share it): the
+    Session's connection and, on the DBAPI path, the driver connection and, on psycopg,
+    one cursor. Whether someone watches statements is checked on every call.
+    """
+    # Per innermost transaction: the Session begins a savepoint when its connection is
+    # first asked for inside ``begin_nested()``, so a new savepoint must ask again.
+    trans = sess.get_nested_transaction() or sess.get_transaction()
+    found = None if trans is None else _ON.get(trans)
+    if found is not None and found.usable():
+        conn = found.conn  # the Session's connection for this transaction, as before
+        watching = watched(conn)  # a listener may have been added since
+        if isinstance(found, Core) or not watching:
+            return found
+    else:
+        conn = sess.connection(bind_arguments={"clause": flows})
+        watching = watched(conn)
     dialect = conn.dialect
-    if (dialect.name, dialect.driver) not in DRIVERS or watched(conn):
-        return Core(sess, dialect.name == "sqlite")
-    compiled = _COMPILED.get(dialect)
-    if compiled is None:
-        compiled = _COMPILED[dialect] = _Compiled(dialect)
-    return DBAPI(conn, compiled)
+    db: Core | DBAPI
+    if (dialect.name, dialect.driver) not in DRIVERS or watching:
+        db = Core(sess, conn, dialect.name == "sqlite")
+    else:
+        compiled = _COMPILED.get(dialect)
+        if compiled is None:
+            compiled = _COMPILED[dialect] = _Compiled(dialect)
+        db = DBAPI(conn, compiled)
+    trans = sess.get_nested_transaction() or sess.get_transaction()
+    if trans is not None:
+        _ON[trans] = db
+    return db
+
+
+#: What :func:`on` decided for each live transaction of a Session.
+_ON: weakref.WeakKeyDictionary[SessionTransaction, Core | DBAPI] = weakref.WeakKeyDictionary()
 
 
 def watched(conn: Connection) -> bool:
@@ -138,11 +215,15 @@ _INSERTS: dict[Table, Executable] = {artefacts: INSERT_ARTEFACT}
 class Core:
     """The statements through ``Session.execute``: every dialect, every event, as before."""
 
-    __slots__ = ("lock_stmt", "sess")
+    __slots__ = ("conn", "lock_stmt", "sess")
 
-    def __init__(self, sess: Session, sqlite: bool) -> None:
+    def __init__(self, sess: Session, conn: Connection, sqlite: bool) -> None:
         self.sess = sess
+        self.conn = conn
         self.lock_stmt = LOCK_SQLITE if sqlite else LOCK_FOR_UPDATE
+
+    def usable(self) -> bool:
+        return not (self.conn.closed or self.conn.invalidated)
 
     def _one(self, stmt: Executable, values: Params) -> Mapping[str, Any] | None:
         return self.sess.execute(stmt, values).mappings().first()  # type: ignore[return-value]
@@ -162,8 +243,12 @@ class Core:
     def update_flow(self, values: Params) -> None:
         self.sess.execute(UPDATE_FLOW, values)
 
-    def insert_artefact(self, values: Params) -> None:
-        self.sess.execute(INSERT_ARTEFACT, values)
+    def write(self, history: Params, flow: Params, artefact: Params | None) -> int:
+        tid = self.insert_transition(history)
+        self.update_flow(flow)
+        if artefact is not None:
+            self.sess.execute(INSERT_ARTEFACT, {**artefact, "transition_id": tid})
+        return tid
 
     def insert(self, table: Table, values: Params) -> None:
         self.sess.execute(_insert(table), values)
@@ -221,6 +306,10 @@ class _Compiled:
         self.dialect = dialect
         self.error: type[Exception] = dialect.loaded_dbapi.Error
         self.lock = LOCK_SQLITE if dialect.name == "sqlite" else LOCK_FOR_UPDATE
+        #: PostgreSQL: history, flow and artefact written by one statement (DML in WITH);
+        #: SQLite has no DML in WITH, and its statements cost no round trip.
+        self.one_statement_write = dialect.name == "postgresql"
+        self.keep_cursor = dialect.driver == "psycopg"
         #: Keyed like SQLAlchemy's compiled cache: the statement and the parameter names
         #: (an INSERT's columns and an UPDATE's SET clause follow the parameters given).
         self.statements: dict[tuple[Executable, tuple[str, ...]], CompiledStatement] = {}
@@ -253,12 +342,21 @@ def compiled_sql(dialect: Dialect) -> set[str]:
 class DBAPI:
     """The statements on a driver cursor of the Session's connection (sqlite3, psycopg)."""
 
-    __slots__ = ("c", "conn", "driver")
+    __slots__ = ("c", "conn", "cursor", "driver", "last")
 
     def __init__(self, conn: Connection, compiled: _Compiled) -> None:
         self.conn = conn
-        self.driver = conn.connection.driver_connection
+        self.driver: Any = conn.connection.driver_connection
         self.c = compiled
+        #: psycopg: one cursor for the transaction (making one per statement cost more than
+        #: some statements). sqlite3: a cursor per statement, closed at once, so that no
+        #: statement is left unfinished when the transaction commits.
+        self.cursor: Any = None
+        #: The flows row read last (as read, and as returned): see :meth:`_flow`.
+        self.last: tuple[tuple[Any, ...], Mapping[str, Any]] | None = None
+
+    def usable(self) -> bool:
+        return not (self.conn.closed or self.conn.invalidated)
 
     def _run(self, stmt: Executable, values: Params, rows: bool = True) -> tuple[Any, ...] | None:
         """Execute ``stmt`` and return its first row (all a hot-path statement returns).
@@ -271,29 +369,52 @@ class DBAPI:
             params = compiled.params(values)
         except Exception as exc:  # a value its type cannot bind: StatementError, as SQLAlchemy
             _raise(self.conn, exc, compiled.sql, values, None)
-        cursor = self.driver.cursor()  # type: ignore[union-attr]
+        keep = self.c.keep_cursor
+        cursor = self.cursor if keep else None
+        if cursor is None:
+            cursor = self.driver.cursor()
         try:
             cursor.execute(compiled.sql, params)
             row = cursor.fetchone() if rows else None
         except self.c.error as exc:
+            self._close(cursor)
             _raise(self.conn, exc, compiled.sql, params, cursor)
         except BaseException as exc:
+            self._close(cursor)
             if not isinstance(exc, Exception):
                 # Interrupted mid-statement (KeyboardInterrupt, cancellation): the
                 # connection's state is unknown, so it is not reused (as SQLAlchemy does).
                 self.conn.invalidate(exc)
             raise
-        finally:
-            with contextlib.suppress(self.c.error):  # e.g. the connection is already closed
-                cursor.close()
+        if keep:
+            self.cursor = cursor
+        else:
+            self._close(cursor)
         return row
 
-    def _flow(self, row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    def _close(self, cursor: Any) -> None:
+        self.cursor = None
+        try:  # noqa: SIM105 - contextlib.suppress costs more than the close on the hot path
+            cursor.close()
+        except self.c.error:  # e.g. the connection is already closed
+            pass
+
+    def _flow(self, row: tuple[Any, ...] | None) -> Mapping[str, Any] | None:
+        """Return a flows row as a mapping, converted as SQLAlchemy would.
+
+        The row read last in this transaction is remembered: reading the very same values
+        again (``get``, then the transition's locked re-read) returns the same mapping
+        object without converting anything, which tells the caller nothing changed.
+        """
         if row is None:
             return None
+        last = self.last
+        if last is not None and last[0] == row:
+            return last[1]
         flow = dict(zip(self.c.flow_columns, row, strict=True))
         for key, process in self.c.flow_processors:
             flow[key] = process(flow[key])
+        self.last = (row, flow)
         return flow
 
     def lock(self, flow_id: int) -> Mapping[str, Any] | None:
@@ -315,8 +436,21 @@ class DBAPI:
     def update_flow(self, values: Params) -> None:
         self._run(UPDATE_FLOW, values, rows=False)
 
-    def insert_artefact(self, values: Params) -> None:
-        self._run(INSERT_ARTEFACT, values, rows=False)
+    def write(self, history: Params, flow: Params, artefact: Params | None) -> int:
+        if not self.c.one_statement_write:
+            tid = self.insert_transition(history)
+            self.update_flow(flow)
+            if artefact is not None:
+                self._run(INSERT_ARTEFACT, {**artefact, "transition_id": tid}, rows=False)
+            return tid
+        stmt = write_statement(tuple(history), tuple(flow), artefact is not None)
+        params = {f"h_{k}": v for k, v in history.items()}
+        params.update((f"f_{k}", v) for k, v in flow.items())
+        if artefact is not None:
+            params.update((f"a_{k}", v) for k, v in artefact.items())
+        row = self._run(stmt, params)
+        assert row is not None  # the history INSERT ... RETURNING always returns its row
+        return row[0]  # type: ignore[no-any-return]
 
     def insert(self, table: Table, values: Params) -> None:
         self._run(_insert(table), values, rows=False)

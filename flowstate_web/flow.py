@@ -153,6 +153,7 @@ class Flow(metaclass=_FlowMeta):
         """Show ``row`` (staged edits stay staged on top of its props)."""
         m = row._mapping if isinstance(row, Row) else row  # the hot path reads mappings
         d = self.__dict__
+        d["_flowstate_row"] = m  # what this instance shows, until a transition writes
         d["id"] = m["id"]
         d["state"] = m["state"]
         d["seq"] = m["seq"]

@@ -14,20 +14,20 @@ rows unsent for the relay. See ``docs/handoffs.md``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
+from . import _fastpath
 from ._tx import AnySession, defer_until_commit, resolve_session
 from .errors import FlowNotFoundError, FlowStateError, PayloadValidationError
 from .models import outbox, transitions
@@ -48,11 +48,9 @@ RECENT_SENT = 10
 COUNT_CAP = 10_000
 MAX_ERROR = 2000
 
-_Calls = list[tuple[str, dict[str, Any]]]
-_collecting: ContextVar[_Calls | None] = ContextVar("flowstate_outbox_collecting", default=None)
-_collected: ContextVar[tuple[object, _Calls] | None] = ContextVar(
-    "flowstate_outbox_collected", default=None
-)
+#: A transition method's :func:`enqueue` calls: (job, args).
+Calls = list[tuple[str, dict[str, Any]]]
+_collecting: ContextVar[Calls | None] = ContextVar("flowstate_outbox_collecting", default=None)
 
 
 # -- inside a transition --------------------------------------------------------------------
@@ -84,28 +82,31 @@ def enqueue(job: str, /, **args: Any) -> None:
     calls.append((job, dict(args)))
 
 
-@contextlib.contextmanager
-def collecting(flow: Flow) -> Iterator[None]:
-    """Collect the :func:`enqueue` calls of a transition method running on ``flow``."""
-    calls: _Calls = []
+def run_method(
+    flow: Flow, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[Any, Calls]:
+    """Run transition method ``fn`` on ``flow``; return its value and its :func:`enqueue` calls."""
+    calls: Calls = []
     token = _collecting.set(calls)
     try:
-        yield
+        return fn(flow, *args, **kwargs), calls
     finally:
         _collecting.reset(token)
-    _collected.set((flow, calls))  # only reached when the method returned
 
 
-def write(sess: Session, flow: Flow, t: Transition[Any, Any, Any], tid: int, ts: datetime) -> None:
+def write(
+    sess: Session,
+    flow: Flow,
+    t: Transition[Any, Any, Any],
+    tid: int,
+    ts: datetime,
+    extra: Calls,
+) -> None:
     """Write the hand-offs of transition ``t`` (history row ``tid``) in the current transaction.
 
-    Called by the executor after the history row; schedules the send for after the commit.
+    ``extra``: the method's own :func:`enqueue` calls. Called by the executor after the
+    history row; schedules the send for after the commit.
     """
-    collected = _collected.get()
-    extra: _Calls = []
-    if collected is not None and collected[0] is flow:
-        extra = collected[1]
-        _collected.set(None)
     if not t.enqueue and not extra:
         return
     cls = type(flow)
@@ -115,7 +116,7 @@ def write(sess: Session, flow: Flow, t: Transition[Any, Any, Any], tid: int, ts:
             " job, but the flow is deleted on completion: move the hand-off to an earlier"
             " transition"
         )
-    jobs: _Calls = [(name, {}) for name in t.enqueue] + extra
+    jobs: Calls = [(name, {}) for name in t.enqueue] + extra
     _insert(sess, flow, tid, jobs, ts, kind="transition", actor=None, reason=None)
 
 
@@ -132,27 +133,26 @@ def _insert(
 ) -> list[str]:
     queue, delay = _config()
     ids = [uuid.uuid4().hex for _ in jobs]
-    sess.execute(
-        insert(outbox),
-        [
-            {
-                "flow_id": flow.id,
-                "flow_type": type(flow).type_name,
-                "transition_id": tid,
-                "kind": kind,
-                "job": job,
-                "args": dict(args),
-                "dispatch_id": did,
-                "created_at": ts,
-                "available_at": ts + delay,
-                "sent_at": None,
-                "attempts": 0,
-                "actor": actor,
-                "reason": reason,
-            }
-            for (job, args), did in zip(jobs, ids, strict=True)
-        ],
-    )
+    db = _fastpath.on(sess)  # the transition's own statements' path (usually one row)
+    for row in [
+        {
+            "flow_id": flow.id,
+            "flow_type": type(flow).type_name,
+            "transition_id": tid,
+            "kind": kind,
+            "job": job,
+            "args": dict(args),
+            "dispatch_id": did,
+            "created_at": ts,
+            "available_at": ts + delay,
+            "sent_at": None,
+            "attempts": 0,
+            "actor": actor,
+            "reason": reason,
+        }
+        for (job, args), did in zip(jobs, ids, strict=True)
+    ]:
+        db.insert(outbox, row)
     if queue is not None:
         bind = sess.get_bind()
         label = f"{type(flow).type_name} #{flow.id} -> outbox ({', '.join(j for j, _ in jobs)})"

@@ -157,7 +157,10 @@ def test_stored_values_are_identical_to_session_execute(
         a, b = Order.get(fast, session=s), Order.get(core, session=s)
         with _listening(engine):
             c = Order.get(fast, session=s)
-    loaded = [{k: v for k, v in vars(f).items() if k not in ("id", "_session")} for f in (a, b, c)]
+    loaded = [
+        {k: v for k, v in vars(f).items() if k not in ("id", "_session", "_flowstate_row")}
+        for f in (a, b, c)
+    ]
     assert loaded[0] == loaded[1] == loaded[2]
     assert loaded[0]["_props"] == {
         "customer": "Zoë",
@@ -332,3 +335,43 @@ def test_class_level_listeners_are_seen(engine: Engine) -> None:
         event.remove(Engine, "after_cursor_execute", listen)
     with Session(engine) as s:
         assert isinstance(_fastpath.on(s), _fastpath.DBAPI)
+
+
+def test_one_round_trip_writes_a_transition_on_postgresql(engine: Engine) -> None:
+    """PostgreSQL: history, flow and artefact in one statement; SQLite: three, as before."""
+    with Session(engine) as s:
+        flow = Order.create(customer="a", amount=1, session=s)
+        Order.get(flow.id, session=s).pay({"n": 1})
+        stored = s.execute(
+            text(
+                "SELECT t.seq, t.to_state, f.state, f.seq FROM flowstate_artefacts a"
+                " JOIN flowstate_transitions t ON t.id = a.transition_id"
+                " JOIN flowstate_flows f ON f.id = a.flow_id WHERE a.flow_id = :f"
+            ),
+            {"f": flow.id},
+        ).all()
+    assert [tuple(r) for r in stored] == [(1, "paid", "paid", 1)]
+    combined = [sql for sql in _fastpath.compiled_sql(engine.dialect) if "flowstate_h AS" in sql]
+    if engine.dialect.name == "postgresql":
+        assert len(combined) == 1
+        for part in ("INSERT INTO flowstate_transitions", "UPDATE flowstate_flows"):
+            assert part in combined[0]
+        assert "INSERT INTO flowstate_artefacts" in combined[0]
+    else:
+        assert combined == []
+
+
+def test_a_row_changed_between_get_and_transition_is_read_again(engine: Engine) -> None:
+    """The locked re-read after ``get`` reuses the row only if every column is unchanged."""
+    with Session(engine) as s, Session(engine) as other:
+        flow_id = Order.create(customer="a", amount=1, session=s).id
+        flow = Order.get(flow_id, session=s)  # unlocked: s's transaction holds no lock
+        o = Order.get(flow_id, session=other)
+        o.customer = "b"
+        o.pay({"n": 2})  # committed by the other session meanwhile
+        with pytest.raises(InvalidTransitionError):
+            flow.pay({"n": 3})  # the locked re-read sees it: already paid
+        assert (flow.state, flow.customer, flow.seq) == ("paid", "b", 1)
+        unchanged = Order.get(flow_id, session=s)
+        unchanged.ship()  # read unchanged: the row as read by get is used
+        assert (unchanged.state, unchanged.customer, unchanged.seq) == ("shipped", "b", 2)
