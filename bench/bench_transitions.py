@@ -72,7 +72,7 @@ from _common import (
 )
 
 from flowstate_web import Artefact, Flow, State, counters, transition
-from flowstate_web.models import metadata
+from flowstate_web.models import flows, metadata
 
 # -- the flows -------------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ def raw_connect(backend: str, url: str, durable: bool) -> Any:
     return raw
 
 
-def setup_schema(backend: str, url: str, triggers: bool) -> None:
+def setup_schema(backend: str, url: str, triggers: bool, indexes: bool = True) -> None:
     engine = create_engine(url)
     metadata.create_all(engine)
     with engine.begin() as conn:
@@ -321,6 +321,9 @@ def setup_schema(backend: str, url: str, triggers: bool) -> None:
             conn.exec_driver_sql(ddl.format(**TYPES[backend]))
         if not triggers:
             counters.uninstall(conn)
+        if not indexes:  # what the admin's lists, filters and counts need: measured apart
+            for index in flows.indexes:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
     engine.dispose()
 
 
@@ -672,6 +675,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also run this many job transitions on SQLite and sample RSS (0: skip)",
     )
     p.add_argument(
+        "--no-indexes",
+        dest="indexes",
+        action="store_false",
+        help="drop the flows table's secondary indexes (to measure what they cost)",
+    )
+    p.add_argument(
         "--no-triggers",
         dest="triggers",
         action="store_false",
@@ -685,7 +694,7 @@ def main(argv: list[str] | None = None) -> None:
     worker_rss = 0
     for backend in [b.strip() for b in args.backends.split(",")]:
         with database(backend) as url:
-            setup_schema(backend, url, args.triggers)
+            setup_schema(backend, url, args.triggers, args.indexes)
             for mode in args.durability.split(","):
                 durable = mode.strip() == "on"
                 rows += measure(backend, url, durable, args.n, args.repeat, args.chunk, args.warmup)
@@ -704,6 +713,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)},"
         f" after {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
         f" Triggers {'installed' if args.triggers else 'left out'}."
+        f" Flows' secondary indexes {'installed' if args.indexes else 'dropped'}."
         f" Peak RSS: benchmark process {peak / 1024:.1f} MiB"
         + (f", each worker process at most {worker_rss / 1024:.1f} MiB." if worker_rss else ".")
         + "\n"
