@@ -7,10 +7,13 @@ These objects only describe; :mod:`flowstate_web._executor` runs transitions and
 from __future__ import annotations
 
 import copy
+import functools
+import types
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from . import _executor
 from ._values import type_name
 
 if TYPE_CHECKING:
@@ -215,21 +218,36 @@ class Transition(Generic[F, P, R]):
         self.retry = retry
         self.enqueue: tuple[str, ...] = (enqueue,) if isinstance(enqueue, str) else tuple(enqueue)
         self.doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None
+        self._method = self._bind_target()
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self._method.__name__ = name
 
-    @property
+    def _bind_target(self) -> Callable[..., HistoryEntry]:
+        """Return the function ``flow.<name>`` is bound from (built once, not per access)."""
+        t = self
+
+        def run(flow: Any, *args: Any, **kwargs: Any) -> HistoryEntry:
+            return _executor.execute(flow, t, args, kwargs)
+
+        run.__name__ = self.name
+        run.__doc__ = self.fn.__doc__
+        return run
+
+    # The names are read on every transition: computed once, on first use (after the
+    # class statement has named every State).
+    @functools.cached_property
     def sources(self) -> tuple[str, ...]:
         """Return the source state names."""
         return tuple(_state_name(s) for s in self.source_refs)
 
-    @property
+    @functools.cached_property
     def target(self) -> str:
         """Return the target state name."""
         return _state_name(self.target_ref)
 
-    @property
+    @functools.cached_property
     def persists(self) -> str | None:
         """Return the persisted artefact's name, if any."""
         ref = self.persists_ref
@@ -261,14 +279,7 @@ class Transition(Generic[F, P, R]):
     ) -> Transition[F, P, R] | Callable[P, HistoryEntry]:
         if obj is None:
             return self
-        from ._executor import execute
-
-        def run(*args: P.args, **kwargs: P.kwargs) -> HistoryEntry:
-            return execute(obj, self, args, kwargs)
-
-        run.__name__ = self.name
-        run.__doc__ = self.fn.__doc__
-        return run
+        return types.MethodType(self._method, obj)
 
 
 def transition(
