@@ -56,7 +56,7 @@ api = FakeApi(fail=False)
 
 @jobs.job()
 def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
-    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow = SyncThirdPartyApiFlow.get(flow_id, lock=True)
     flow.start_third_party_api_request()
     try:
         response = api.fetch(flow.third_party_id)
@@ -68,7 +68,7 @@ def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
 
 @jobs.job()
 def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
-    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow = SyncThirdPartyApiFlow.get(flow_id, lock=True)
     flow.start_record_save()
     try:
         saved[flow.my_record_id] = flow.third_party_api_response.latest() or {}
@@ -80,7 +80,7 @@ def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
 
 @jobs.job()
 def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
-    SyncThirdPartyApiFlow.get(flow_id).complete()
+    SyncThirdPartyApiFlow.get(flow_id, lock=True).complete()
 
 
 def drain(with_api: FakeApi) -> None:

@@ -68,7 +68,7 @@ def _auto_retry(flow: Flow, retry: str) -> None:
 
 def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
     """Call the third-party API and persist its response."""
-    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow = SyncThirdPartyApiFlow.get(flow_id, lock=True)
     if not _at(flow, "picked", dispatch_id):
         return
     flow.start_third_party_api_request()
@@ -83,7 +83,7 @@ def fetch_third_party(flow_id: int, *, dispatch_id: str) -> None:
 
 def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
     """Save the fetched response as our own record."""
-    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow = SyncThirdPartyApiFlow.get(flow_id, lock=True)
     if not _at(flow, "fetched_third_party_api", dispatch_id):
         return
     flow.start_record_save()
@@ -98,7 +98,7 @@ def save_local_record(flow_id: int, *, dispatch_id: str) -> None:
 
 def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
     """Complete a saved flow (the gem's after-commit step, handed off durably)."""
-    flow = SyncThirdPartyApiFlow.get(flow_id)
+    flow = SyncThirdPartyApiFlow.get(flow_id, lock=True)
     if _at(flow, "saved_my_record", dispatch_id):
         flow.complete()
 
@@ -108,7 +108,7 @@ def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
 
 def authorise_payment(flow_id: int, *, dispatch_id: str) -> None:
     """Ask the payment provider to authorise the order's amount; keep its answer either way."""
-    flow = OrderFulfilmentFlow.get(flow_id)
+    flow = OrderFulfilmentFlow.get(flow_id)  # no lock: the API call comes before any transition
     if not _at(flow, "pending", dispatch_id):
         return
     attempt = payment_attempt(flow)
@@ -136,7 +136,7 @@ def decline_response(flow: OrderFulfilmentFlow, attempt: int, exc: Exception) ->
 
 def pick_order(flow_id: int, *, dispatch_id: str) -> None:
     """Pick the goods; wait for stock if the shelf is empty, else ship."""
-    flow = OrderFulfilmentFlow.get(flow_id)
+    flow = OrderFulfilmentFlow.get(flow_id, lock=True)
     if not _at(flow, "payment_authorised", dispatch_id):
         return
     flow.start_picking()
@@ -148,14 +148,14 @@ def pick_order(flow_id: int, *, dispatch_id: str) -> None:
 
 def restock_order(flow_id: int, *, dispatch_id: str) -> None:
     """Stock has arrived for a backordered order."""
-    flow = OrderFulfilmentFlow.get(flow_id)
+    flow = OrderFulfilmentFlow.get(flow_id, lock=True)
     if _at(flow, "backordered", dispatch_id):
         flow.restock()
 
 
 def ship_order(flow_id: int, *, dispatch_id: str) -> None:
     """Buy a shipping label and ship."""
-    flow = OrderFulfilmentFlow.get(flow_id)
+    flow = OrderFulfilmentFlow.get(flow_id)  # no lock: the label is bought before shipping
     if _at(flow, "picking", dispatch_id):
         _ship(flow)
 
@@ -172,7 +172,7 @@ def _ship(flow: OrderFulfilmentFlow) -> None:
 
 def deliver_order(flow_id: int, *, dispatch_id: str) -> None:
     """The carrier delivered the parcel."""
-    flow = OrderFulfilmentFlow.get(flow_id)
+    flow = OrderFulfilmentFlow.get(flow_id, lock=True)
     if _at(flow, "shipped", dispatch_id):
         flow.deliver()
 
