@@ -134,7 +134,7 @@ def relay_command(loop: bool, interval: float) -> None:
     """Re-send job hand-offs still unsent past FLOWSTATE_OUTBOX_RELAY_DELAY."""
     from flask.cli import ScriptInfo
 
-    from .outbox import relay_app
+    from .relay import relay_app
     from .worker import periodic_loop
 
     if not loop:
