@@ -23,15 +23,8 @@ from .graph import ArtefactSpec, FlowGraph, PropSpec, StateSpec, TransitionSpec
 from .models import ArtefactRow, FlowRow, TransitionRow, metadata
 from .records import ArtefactEntry, HistoryEntry
 from .registry import find_flow_type, flow_types, get_flow_type, row_problem
-from .timeouts import (
-    FlowTimedOutError,
-    NotStalledError,
-    SweepFailure,
-    SweepReport,
-    fail_stalled,
-    sweep,
-    sweep_all,
-)
+from .sweeper import SweepFailure, SweepReport, sweep, sweep_all
+from .timeouts import FlowTimedOutError, NotStalledError, fail_stalled
 
 __version__ = "0.1.0"
 

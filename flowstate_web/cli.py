@@ -109,7 +109,7 @@ def sweep_command(limit: int) -> None:
     Exit status: 0 when every timeout action ran; 1 when one raised (those flows are
     rolled back alone and listed on stderr; the rest are swept all the same).
     """
-    from .timeouts import sweep_all
+    from .sweeper import sweep_all
 
     report = sweep_all(limit=limit)
     click.echo(f"failed {report.timed_out} stalled flow(s)")
@@ -134,7 +134,7 @@ def relay_command(loop: bool, interval: float) -> None:
     """Re-send job hand-offs still unsent past FLOWSTATE_OUTBOX_RELAY_DELAY."""
     from flask.cli import ScriptInfo
 
-    from .outbox import relay_app
+    from .relay import relay_app
     from .worker import periodic_loop
 
     if not loop:

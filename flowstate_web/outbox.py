@@ -1,4 +1,4 @@
-"""Durable job hand-off: the transactional outbox, its sender and its relay.
+"""Durable job hand-off: the transactional outbox and its sender.
 
 The rule, in one sentence: **a hand-off (``enqueue=`` on a transition, or :func:`enqueue`
 inside its method) is a row written in the transition's own transaction, sent to the queue
@@ -10,6 +10,9 @@ Two senders never send the same row at once: a sender first claims its rows
 (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, the database write lock on SQLite),
 sends them, marks them sent and commits; a sender that dies before its commit leaves the
 rows unsent for the relay. See ``docs/handoffs.md``.
+
+The relay is :mod:`flowstate_web.relay`; reading rows and re-dispatch are
+:mod:`flowstate_web.handoffs`. Their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,20 +22,18 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from . import _fastpath
-from ._tx import AnySession, defer_until_commit, resolve_session
-from .errors import FlowNotFoundError, FlowStateError, PayloadValidationError
-from .models import outbox, transitions
+from ._tx import defer_until_commit, resolve_session
+from .errors import FlowStateError, PayloadValidationError
+from .models import outbox
 from .queues import Handoff, Queue
-from .records import utc, utc_or_none
 
 if TYPE_CHECKING:
     from .declare import Transition
@@ -42,10 +43,6 @@ log = logging.getLogger("flowstate_web.outbox")
 
 #: Seconds a row may stay unsent before the relay re-sends it.
 DEFAULT_RELAY_DELAY = 30.0
-#: Sent rows shown per flow next to the unsent ones.
-RECENT_SENT = 10
-#: Per-type counts of overdue rows stop at this many (the admin shows "10000+").
-COUNT_CAP = 10_000
 MAX_ERROR = 2000
 
 #: A transition method's :func:`enqueue` calls: (job, args).
@@ -275,240 +272,14 @@ def _describe(h: Handoff) -> str:
     return f"{h.job} for {h.flow_type} #{h.flow_id} [{h.dispatch_id}]"
 
 
-def relay(
-    bind: Engine | Any,
-    queue: Queue,
-    *,
-    delay: float = DEFAULT_RELAY_DELAY,
-    batch_size: int = 100,
-    max_batches: int = 50,
-) -> int:
-    """Re-send every row still unsent past its ``available_at``; return how many were sent.
-
-    Safe to run in several processes at once (see :func:`send_rows`).
-    """
-    from ._executor import now as utcnow
-
-    total = 0
-    for _ in range(max_batches):
-        ts = utcnow()
-        n = send_rows(
-            bind,
-            queue,
-            outbox.c.available_at <= ts,
-            limit=batch_size,
-            now=ts,
-            retry_after=timedelta(seconds=delay),
-        )
-        total += n
-        if n < batch_size:
-            break
-    if total:
-        log.info("outbox relay: re-sent %d hand-off(s)", total)
-    return total
-
-
-def relay_app() -> int:
-    """Run :func:`relay` with the current Flask app's database, queue and delay."""
-    from flask import current_app
-
-    ext = current_app.extensions["flowstate"]
-    if ext.queue is None:
-        raise FlowStateError(
-            "the outbox relay needs a queue: FlowState(app, db=db, queue=HueyQueue(huey))"
-        )
-    delay = float(current_app.config.get("FLOWSTATE_OUTBOX_RELAY_DELAY", DEFAULT_RELAY_DELAY))
-    return relay(ext.db.engine, ext.queue, delay=delay)
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffEntry:
-    """One outbox row, read-only."""
-
-    id: int
-    flow_id: int
-    flow_type: str
-    transition_id: int | None
-    kind: str
-    job: str
-    args: dict[str, Any]
-    dispatch_id: str
-    created_at: datetime
-    available_at: datetime
-    sent_at: datetime | None
-    attempts: int
-    last_error: str | None
-    actor: str | None
-    reason: str | None
-
-    @property
-    def sent(self) -> bool:
-        """Return whether the queue accepted it."""
-        return self.sent_at is not None
-
-    def overdue(self, now: datetime) -> bool:
-        """Return whether it is unsent past the relay delay (the relay will re-send it)."""
-        return self.sent_at is None and self.available_at <= now
-
-
-def _entry(m: Mapping[Any, Any]) -> HandoffEntry:
-    return HandoffEntry(
-        id=m["id"],
-        flow_id=m["flow_id"],
-        flow_type=m["flow_type"],
-        transition_id=m["transition_id"],
-        kind=m["kind"],
-        job=m["job"],
-        args=dict(m["args"] or {}),
-        dispatch_id=m["dispatch_id"],
-        created_at=utc(m["created_at"]),
-        available_at=utc(m["available_at"]),
-        sent_at=utc_or_none(m["sent_at"]),
-        attempts=m["attempts"],
-        last_error=m["last_error"],
-        actor=m["actor"],
-        reason=m["reason"],
-    )
-
-
-def pending_handoffs(
-    flow_id: int, session: AnySession | None = None, *, recent: int = RECENT_SENT
-) -> list[HandoffEntry]:
-    """Return the unsent hand-offs of flow ``flow_id`` and its latest sent ones, newest first."""
-    sess = resolve_session(session)
-    base = select(outbox).where(outbox.c.flow_id == flow_id)
-    unsent = sess.execute(base.where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id.desc()))
-    sent = sess.execute(
-        base.where(outbox.c.sent_at.is_not(None)).order_by(outbox.c.id.desc()).limit(recent)
-    )
-    rows = [_entry(m) for m in [*unsent.mappings(), *sent.mappings()]]
-    return sorted(rows, key=lambda e: e.id, reverse=True)
-
-
-def unsent_counts(
-    session: AnySession | None = None, *, now: datetime | None = None, cap: int = COUNT_CAP
-) -> dict[str, int]:
-    """Return, per flow type, how many hand-offs are unsent past the relay delay.
-
-    Reads at most ``cap`` rows from the partial index of unsent rows, so it stays cheap
-    however many flows exist; a count equal to ``cap`` means "at least".
-    """
-    from ._executor import now as utcnow
-
-    sess = resolve_session(session)
-    overdue = (
-        select(outbox.c.flow_type)
-        .where(outbox.c.sent_at.is_(None), outbox.c.available_at <= (now or utcnow()))
-        .limit(cap)
-        .subquery()
-    )
-    q = select(overdue.c.flow_type, func.count()).group_by(overdue.c.flow_type)
-    return {str(t): int(n) for t, n in sess.execute(q).all()}
-
-
-# -- operator action -------------------------------------------------------------------------
-
-
-def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> list[HandoffEntry]:
-    """Send the hand-off of the transition that entered ``flow``'s state again.
-
-    The flow's state and history do not change; the new outbox rows (``kind``
-    ``redispatch``, with ``actor`` and ``reason``) are the audit record, shown on the admin's
-    flow page. They get new dispatch ids: the job's own start transition is what makes a
-    duplicate harmless. Runs as its own transaction unless the caller began one.
-
-    In the initial state, what code handed off with :func:`handoff` is sent again.
-
-    :raises FlowStateError: the flow is final, or its state was entered without a hand-off.
-    """
-    from . import _fastpath
-    from ._executor import _own, now
-
-    sess = resolve_session(flow._session)
-    cls = type(flow)
-    if actor is not None and len(actor) > 200:
-        raise PayloadValidationError(f"{cls.type_name} #{flow.id}: actor is over 200 characters")
-    for field, value in (("actor", actor), ("reason", reason)):
-        if value is not None and _storable(value) != value:
-            raise PayloadValidationError(
-                f"{cls.type_name} #{flow.id}: {field} holds a NUL character or a lone surrogate"
-            )
-
-    def work() -> list[HandoffEntry]:
-        row = _fastpath.on(sess).lock(flow.id)
-        if row is None or row["type"] != cls.type_name:
-            raise FlowNotFoundError(cls.type_name, flow.id)
-        flow._load(row)
-        if flow.state in cls.final_states:
-            raise FlowStateError(
-                f"{cls.type_name} #{flow.id}: nothing to re-dispatch, {flow.state!r} is final"
-            )
-        entered = sess.execute(
-            select(transitions.c.id, transitions.c.name).where(
-                transitions.c.flow_id == flow.id, transitions.c.seq == flow.seq
-            )
-        ).first()
-        jobs = _entering_jobs(sess, cls, entered, flow.id)
-        if not jobs:
-            how = "was its initial state" if entered is None else f"was entered by {entered.name!r}"
-            raise FlowStateError(
-                f"{cls.type_name} #{flow.id}: nothing to re-dispatch: {flow.state!r} {how},"
-                " which hands no job to the queue"
-            )
-        tid = None if entered is None else entered.id
-        ids = _insert(sess, flow, tid, jobs, now(), kind="redispatch", actor=actor, reason=reason)
-        sess.flush()
-        found = sess.execute(select(outbox).where(outbox.c.dispatch_id.in_(ids))).mappings()
-        return [_entry(m) for m in found]
-
-    return _own(sess, work)
-
-
-def _entering_jobs(
-    sess: Session, cls: type[Flow], entered: Any, flow_id: int
-) -> list[tuple[str, dict[str, Any]]]:
-    """Return the jobs handed off on entering the current state (by transition or code)."""
-    if entered is None:  # still in its initial state: what code handed off after create
-        q = select(outbox.c.job, outbox.c.args).where(
-            outbox.c.flow_id == flow_id, outbox.c.kind == "handoff"
-        )
-        return [(r.job, dict(r.args or {})) for r in sess.execute(q.order_by(outbox.c.id))]
-    written = sess.execute(
-        select(outbox.c.job, outbox.c.args)
-        .where(outbox.c.transition_id == entered.id, outbox.c.kind == "transition")
-        .order_by(outbox.c.id)
-    ).all()
-    if written:
-        return [(r.job, dict(r.args or {})) for r in written]
-    spec = cls.graph().transition(entered.name)
-    return [(name, {}) for name in (spec.enqueue if spec else ())]
-
-
-def can_redispatch(flow: Flow, entries: Sequence[HandoffEntry] | None = None) -> bool:
-    """Return whether :func:`redispatch` has something to send for ``flow`` now.
-
-    ``entries`` (from :func:`pending_handoffs`) saves a query when the caller has them.
-    """
-    if flow.state in type(flow).final_states:
-        return False
-    sess = resolve_session(flow._session)
-    if flow.seq == 0:
-        if entries is not None:
-            return any(e.kind == "handoff" for e in entries)
-        return bool(_entering_jobs(sess, type(flow), None, flow.id))
-    entered = sess.execute(
-        select(transitions.c.id, transitions.c.name).where(
-            transitions.c.flow_id == flow.id, transitions.c.seq == flow.seq
-        )
-    ).first()
-    if entered is None:
-        return False
-    if entries is None:
-        return bool(_entering_jobs(sess, type(flow), entered, flow.id))
-    if any(e.transition_id == entered.id and e.kind == "transition" for e in entries):
-        return True
-    spec = type(flow).graph().transition(entered.name)
-    return bool(spec and spec.enqueue)
+# The relay and the operator's side are modules of their own; their public names stay
+# importable from here. Imported last: they import this module's names, all defined by now.
+from .handoffs import COUNT_CAP as COUNT_CAP  # noqa: E402
+from .handoffs import RECENT_SENT as RECENT_SENT  # noqa: E402
+from .handoffs import HandoffEntry as HandoffEntry  # noqa: E402
+from .handoffs import can_redispatch as can_redispatch  # noqa: E402
+from .handoffs import pending_handoffs as pending_handoffs  # noqa: E402
+from .handoffs import redispatch as redispatch  # noqa: E402
+from .handoffs import unsent_counts as unsent_counts  # noqa: E402
+from .relay import relay as relay  # noqa: E402
+from .relay import relay_app as relay_app  # noqa: E402

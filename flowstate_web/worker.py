@@ -27,8 +27,8 @@ ROLLUP_BATCH = 10_000
 def periodic_work() -> list[tuple[str, Callable[[], object]]]:
     """Return the periodic jobs, by name, to run inside an app context."""
     from . import rollup
-    from .outbox import relay_app
-    from .timeouts import sweep_all as sweep_report
+    from .relay import relay_app
+    from .sweeper import sweep_all as sweep_report
 
     def sweep_all() -> int:
         """Fail every flow past a state timeout that declares ``on_timeout`` (in batches).

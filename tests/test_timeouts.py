@@ -18,7 +18,7 @@ from flowstate_web import (
     State,
     fail_stalled,
     sweep,
-    timeouts,
+    sweeper,
     transition,
 )
 from flowstate_web.models import flows, transitions
@@ -335,7 +335,7 @@ def test_sweep_all_goes_on_past_flows_whose_timeout_raises(engine: Engine) -> No
 def test_sweep_report_describes_at_most_so_many_failures(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(timeouts, "MAX_FAILURES_SHOWN", 2)
+    monkeypatch.setattr(sweeper, "MAX_FAILURES_SHOWN", 2)
     with Session(engine) as s:
         for _ in range(5):
             entered(s, ExplodingTimeoutFlow.create(ref="boom", session=s).id, NOW - HOUR)
@@ -432,7 +432,7 @@ def test_sweep_cli_exits_1_naming_the_flows_whose_timeout_raised(
     ids = [f.id for f in [*booms, fine]]
     db.session.execute(update(flows).where(flows.c.id.in_(ids)).values(state_entered_at=NOW - HOUR))
     db.session.commit()
-    monkeypatch.setattr(timeouts, "MAX_FAILURES_SHOWN", 2)
+    monkeypatch.setattr(sweeper, "MAX_FAILURES_SHOWN", 2)
     result = app.test_cli_runner().invoke(args=["flowstate", "sweep", "--limit", "1"])
     assert result.exit_code == 1, result.output
     assert result.stdout == "failed 1 stalled flow(s)\n"

@@ -7,15 +7,12 @@ behind the CSRF check and the read-only switch of :func:`create_blueprint`'s gua
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from typing import Final
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
-from werkzeug.wrappers import Response
 
-from .._values import text_problem
 from ..errors import (
     CallbackError,
     FlowNotFoundError,
@@ -24,59 +21,30 @@ from ..errors import (
     InvalidTransitionError,
 )
 from . import bulk, filters, queries, security
+from .posts import (
+    ProgressText,
+    flow_post,
+    progress_page,
+    reason_field,
+    widget_field,
+    widget_response,
+)
 from .settings import Settings
-from .views import flow_type_or_404, is_htmx, load_flow, panel_context, session
-
-if TYPE_CHECKING:
-    from ..flow import Flow
+from .views import flow_type_or_404, session
 
 log = logging.getLogger("flowstate_web.admin")
 
-MAX_REASON: Final = 2000
-WIDGETS: Final = ("panel", "row")
-
-
-def reason_field(required: bool = False) -> str | None:
-    """Return the reason of an action (``None`` when blank and not ``required``).
-
-    :raises BadRequest: longer than :data:`MAX_REASON` characters, not storable (NUL), or
-        blank when ``required`` (``FLOWSTATE_REQUIRE_REASON``).
-    """
-    reason = request.form.get("reason", "").strip()
-    if len(reason) > MAX_REASON:
-        raise BadRequest(f"reason: at most {MAX_REASON} characters")
-    problem = text_problem(reason)
-    if problem is not None:
-        raise BadRequest(f"reason: {problem}; remove it and try again")
-    if required and not reason:
-        raise BadRequest(
-            "reason: required (FLOWSTATE_REQUIRE_REASON is set): say why, it is recorded"
-            " in each flow's history"
-        )
-    return reason or None
-
-
-def safe_back(raw: str | None, default: str) -> str:
-    """Return ``raw`` if it is a path inside this admin, else ``default`` (no open redirect)."""
-    if not raw or "\\" in raw:
-        return default
-    parts = urlsplit(raw)
-    root = url_for(".overview")
-    if parts.scheme or parts.netloc or not parts.path.startswith(root) or raw.startswith("//"):
-        return default
-    return raw
-
-
-def row_context(flow: Flow, back: str, message: str | None, level: str) -> dict[str, Any]:
-    """Return what ``_flow_row.html`` needs for ``flow`` (one artefact-count query)."""
-    return {
-        "flow": flow,
-        "graph": flow.graph(),
-        "artefact_counts": queries.artefact_counts(session(), [flow.id]),
-        "back": back,
-        "message": message,
-        "level": level,
-    }
+#: What the progress of a bulk retry says.
+RETRY_TEXT: Final = ProgressText(
+    title="Bulk retry",
+    crumb="bulk retry",
+    heading="Bulk retry of",
+    done="Retried",
+    failed="failed",
+    failed_title="Failed",
+    warned_title="Retried, but an after-commit callback failed",
+    back="Back to the errored flows",
+)
 
 
 def register(bp: Blueprint, settings: Settings) -> None:
@@ -85,21 +53,16 @@ def register(bp: Blueprint, settings: Settings) -> None:
     @bp.post("/types/<type_name>/<flow_id>/retry")
     def retry(type_name: str, flow_id: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
-        widget = request.form.get("widget", "panel")
-        if widget not in WIDGETS:
-            raise BadRequest(f"widget: expected one of {', '.join(WIDGETS)}")
+        widget = widget_field()
         name = request.form.get("transition", "")
         spec = cls.graph().transition(name)
         if spec is None or not spec.retry:
             raise BadRequest(f"{name[:80]!r} is not a retry transition of {cls.type_name}")
-        reason = reason_field(settings.require_reason)
-        actor = security.actor(settings)
-        flow = load_flow(cls, flow_id)
-        detail = url_for(".flow_detail", type_name=type_name, flow_id=flow.id)
-        back = safe_back(request.form.get("back"), detail)
+        post = flow_post(cls, type_name, flow_id, settings)
+        flow = post.flow
         status, level = 200, "success"
         try:
-            entry = flow.run(name, actor=actor, reason=reason, meta={"admin": "retry"})
+            entry = flow.run(name, actor=post.actor, reason=post.reason, meta={"admin": "retry"})
             message = f"Retried with {name}: {entry.from_state} → {entry.to_state}."
         except (InvalidTransitionError, GuardFailedError) as exc:
             status, level, message = 409, "error", f"Not retried: {exc}."
@@ -113,24 +76,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             log.exception("flowstate admin: retry %s of %s #%s failed", name, type_name, flow.id)
             status, level = 500, "error"
             message = f"Not retried: {name} raised {type(exc).__name__}: {exc}"
-        if not is_htmx():
-            flash(message, level)
-            return redirect(back, 303)
-        flow = load_flow(cls, str(flow.id))
-        if widget == "row":
-            html = render_template(
-                "flowstate/_flow_row.html", **row_context(flow, back, message, level)
-            )
-        else:
-            context = panel_context(
-                flow,
-                settings,
-                live=filters.live_flag(request.args),
-                message=message,
-                level=level,
-            )
-            html = render_template("flowstate/_flow_panel.html", **context)
-        return Response(html, status=status, mimetype="text/html")
+        return widget_response(post, settings, widget, message=message, level=level, status=status)
 
     @bp.get("/types/<type_name>/bulk-retry")
     def bulk_retry_confirm(type_name: str) -> ResponseReturnValue:
@@ -172,13 +118,14 @@ def register(bp: Blueprint, settings: Settings) -> None:
             batch_size=settings.bulk_batch_size,
             seconds=settings.bulk_request_seconds,
         )
-        context: dict[str, Any] = {
-            "cls": cls,
-            "f": f,
-            "progress": progress,
-            "token": bulk.dump(progress),
-            "chosen": chosen,
-            "reason": reason or "",
-        }
-        template = "flowstate/_bulk_progress.html" if is_htmx() else "flowstate/bulk_result.html"
-        return render_template(template, **context)
+        return progress_page(
+            RETRY_TEXT,
+            cls=cls,
+            f=f,
+            progress=progress,
+            token=bulk.dump(progress),
+            reason=reason,
+            action=url_for(".bulk_retry", type_name=cls.type_name),
+            back=url_for(".flow_type", type_name=cls.type_name, **f.query()),
+            chosen=chosen,
+        )

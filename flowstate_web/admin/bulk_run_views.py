@@ -16,7 +16,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.wrappers import Response
 
 from . import bulk, bulk_runs, filters, security
-from .actions import reason_field
+from .posts import reason_field
 from .settings import Settings
 from .views import flow_type_or_404, is_htmx, session
 

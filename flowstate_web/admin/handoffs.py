@@ -66,7 +66,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
 
     @bp.post("/types/<type_name>/<flow_id>/redispatch")
     def redispatch(type_name: str, flow_id: str) -> ResponseReturnValue:
-        from .actions import reason_field
+        from .posts import reason_field
 
         cls = flow_type_or_404(type_name)
         reason = reason_field(settings.require_reason)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 from .. import remap
 from ..registry import find_flow_type
 from . import filters, security
-from .actions import reason_field
+from .posts import reason_field
 from .settings import Settings
 from .views import is_htmx, session
 

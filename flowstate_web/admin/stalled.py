@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
-from werkzeug.wrappers import Response
 
 from .. import timeouts
 from ..errors import CallbackError, FlowNotFoundError, FlowStateError
 from . import bulk, bulk_fail, bulk_redispatch, filters, queries, security
-from .actions import WIDGETS, reason_field, row_context, safe_back
+from .posts import (
+    ProgressText,
+    flow_post,
+    progress_page,
+    reason_field,
+    widget_field,
+    widget_response,
+)
 from .settings import Settings
-from .views import flow_type_or_404, is_htmx, load_flow, panel_context, session
+from .views import flow_type_or_404, session
 
 if TYPE_CHECKING:
     from ..flow import Flow
@@ -32,6 +38,29 @@ log = logging.getLogger("flowstate_web.admin")
 
 #: ``meta["admin"]`` of the history rows these actions write.
 FAIL_META: Final = "fail_stalled"
+
+#: What the progress of a bulk "fail it" says.
+FAIL_TEXT: Final = ProgressText(
+    title="Fail stalled flows",
+    crumb="fail stalled",
+    heading="Failing stalled",
+    done="Failed",
+    failed="errors",
+    failed_title="The transition raised (rolled back)",
+    warned_title="Failed, but an after-commit callback failed",
+    back="See the errored flows (to retry them)",
+)
+#: What the progress of a bulk re-dispatch says.
+REDISPATCH_TEXT: Final = ProgressText(
+    title="Re-dispatch stalled flows",
+    crumb="re-dispatch stalled",
+    heading="Re-dispatching stalled",
+    done="Re-dispatched",
+    failed="errors",
+    failed_title="Writing the hand-off failed (rolled back)",
+    warned_title="Re-dispatched, but an after-commit callback failed",
+    back="See the stalled flows",
+)
 
 
 def error_transitions(cls: type[Flow]) -> set[str]:
@@ -45,23 +74,18 @@ def register(bp: Blueprint, settings: Settings) -> None:
     @bp.post("/types/<type_name>/<flow_id>/fail")
     def fail_stalled(type_name: str, flow_id: str) -> ResponseReturnValue:
         cls = flow_type_or_404(type_name)
-        widget = request.form.get("widget", "panel")
-        if widget not in WIDGETS:
-            raise BadRequest(f"widget: expected one of {', '.join(WIDGETS)}")
+        widget = widget_field()
         name = request.form.get("transition", "")
         if name not in error_transitions(cls):
             raise BadRequest(
                 f"{name[:80]!r} is not a transition of {cls.type_name} into an error state"
             )
-        reason = reason_field(settings.require_reason)
-        actor = security.actor(settings)
-        flow = load_flow(cls, flow_id)
-        detail = url_for(".flow_detail", type_name=type_name, flow_id=flow.id)
-        back = safe_back(request.form.get("back"), detail)
+        post = flow_post(cls, type_name, flow_id, settings)
+        flow = post.flow
         status, level = 200, "success"
         try:
             entry = timeouts.fail_stalled(
-                flow, name, actor=actor, reason=reason, meta={"admin": FAIL_META}
+                flow, name, actor=post.actor, reason=post.reason, meta={"admin": FAIL_META}
             )
             message = f"Failed with {name}: {entry.from_state} → {entry.to_state}."
         except FlowNotFoundError as exc:
@@ -74,20 +98,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             log.exception("flowstate admin: fail %s of %s #%s raised", name, type_name, flow.id)
             status, level = 500, "error"
             message = f"Not failed: {name} raised {type(exc).__name__}: {exc}"
-        if not is_htmx():
-            flash(message, level)
-            return redirect(back, 303)
-        flow = load_flow(cls, str(flow.id))
-        if widget == "row":
-            html = render_template(
-                "flowstate/_flow_row.html", **row_context(flow, back, message, level)
-            )
-        else:
-            context = panel_context(
-                flow, settings, live=filters.live_flag(request.args), message=message, level=level
-            )
-            html = render_template("flowstate/_flow_panel.html", **context)
-        return Response(html, status=status)
+        return widget_response(post, settings, widget, message=message, level=level, status=status)
 
     @bp.get("/types/<type_name>/bulk-fail")
     def bulk_fail_confirm(type_name: str) -> ResponseReturnValue:
@@ -133,18 +144,17 @@ def register(bp: Blueprint, settings: Settings) -> None:
             batch_size=settings.bulk_batch_size,
             seconds=settings.bulk_request_seconds,
         )
-        context: dict[str, Any] = {
-            "cls": cls,
-            "f": f,
-            "progress": progress,
-            "token": bulk.dump(progress, salt=bulk_fail.SALT),
-            "chosen": chosen,
-            "reason": reason or "",
-        }
-        template = (
-            "flowstate/_bulk_fail_progress.html" if is_htmx() else "flowstate/bulk_fail_result.html"
+        return progress_page(
+            FAIL_TEXT,
+            cls=cls,
+            f=f,
+            progress=progress,
+            token=bulk.dump(progress, salt=bulk_fail.SALT),
+            reason=reason,
+            action=url_for(".bulk_fail_run", type_name=cls.type_name),
+            back=url_for(".flow_type", type_name=cls.type_name, errored="1"),
+            chosen=chosen,
         )
-        return render_template(template, **context)
 
     @bp.get("/types/<type_name>/bulk-redispatch")
     def bulk_redispatch_confirm(type_name: str) -> ResponseReturnValue:
@@ -188,19 +198,17 @@ def register(bp: Blueprint, settings: Settings) -> None:
             batch_size=settings.bulk_batch_size,
             seconds=settings.bulk_request_seconds,
         )
-        context: dict[str, Any] = {
-            "cls": cls,
-            "f": f,
-            "progress": progress,
-            "token": bulk.dump(progress, salt=bulk_redispatch.SALT),
-            "reason": reason or "",
-        }
-        template = (
-            "flowstate/_bulk_redispatch_progress.html"
-            if is_htmx()
-            else "flowstate/bulk_redispatch_result.html"
+        return progress_page(
+            REDISPATCH_TEXT,
+            cls=cls,
+            f=f,
+            progress=progress,
+            token=bulk.dump(progress, salt=bulk_redispatch.SALT),
+            reason=reason,
+            action=url_for(".bulk_redispatch_run", type_name=cls.type_name),
+            back=url_for(".flow_type", type_name=cls.type_name, stalled="1"),
+            chosen={},
         )
-        return render_template(template, **context)
 
 
 def _type_counts(type_name: str) -> tuple[dict[str, int], dict[str, int]]:
