@@ -551,7 +551,7 @@ def _worker(url: str, durable: bool, pipe: Any) -> None:
     """Serve ``(runner, n)`` requests on one flow each; answer with the elapsed seconds."""
     engine = make_engine("postgresql", url, durable)
     raw = raw_connect("postgresql", url, durable)
-    run = runners("postgresql", engine, raw, bound=False)
+    run = runners("postgresql", engine, raw)
     while True:
         msg = pipe.recv()
         if msg is None:
@@ -586,7 +586,7 @@ def measure_procs(
             pipe.recv()
         return procs * k / (time.perf_counter() - start)
 
-    runs = (FLOOR, GET_LOCKED, GET)
+    runs = (FLOOR, BOUND_SESSION, GET_LOCKED, GET)
     for name in runs:
         round_(name, warmup)
     tps: dict[str, list[float]] = {name: [] for name in runs}
@@ -600,11 +600,12 @@ def measure_procs(
         p.join()
     shares = {
         name: median([e / f for e, f in zip(tps[name], tps[FLOOR], strict=True)])
-        for name in (GET_LOCKED, GET)
+        for name in (BOUND_SESSION, GET_LOCKED, GET)
     }
     print(
         f"  postgresql fsync {'on' if durable else 'off'} {procs} procs: floor"
-        f" {median(tps[FLOOR]):.0f} tx/s, get(lock=True)+transition"
+        f" {median(tps[FLOOR]):.0f} tx/s, bound in a Session {median(tps[BOUND_SESSION]):.0f}"
+        f" tx/s ({shares[BOUND_SESSION]:.0%}), get(lock=True)+transition"
         f" {median(tps[GET_LOCKED]):.0f} tx/s ({shares[GET_LOCKED]:.0%}), get+transition"
         f" {median(tps[GET]):.0f} tx/s ({shares[GET]:.0%})",
         file=sys.stderr,
@@ -615,6 +616,8 @@ def measure_procs(
         "on" if durable else "off",
         procs,
         f"{median(tps[FLOOR]):,.0f}",
+        f"{median(tps[BOUND_SESSION]):,.0f}",
+        f"{shares[BOUND_SESSION]:.0%}",
         f"{median(tps[GET_LOCKED]):,.0f}",
         f"**{shares[GET_LOCKED]:.0%}**",
         f"{median(tps[GET]):,.0f}",
@@ -753,6 +756,8 @@ def main(argv: list[str] | None = None) -> None:
                     "fsync",
                     "processes",
                     "floor tx/s",
+                    "bound in a Session tx/s",
+                    "share of floor",
                     "get(lock=True) + transition tx/s",
                     "share of floor",
                     "get + transition tx/s",
