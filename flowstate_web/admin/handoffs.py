@@ -86,4 +86,4 @@ def register(bp: Blueprint, settings: Settings) -> None:
             return redirect(url_for(".flow_detail", type_name=type_name, flow_id=flow.id), 303)
         flow = load_flow(cls, str(flow.id))
         html = render_template("flowstate/_handoffs.html", flow=flow, message=message, level=level)
-        return Response(html, status=status)
+        return Response(html, status=status, mimetype="text/html")

@@ -49,6 +49,7 @@ def test_flow_page_shows_handoffs_and_redispatch_resends(
     response = web.post(f"{BASE}/{flow.id}/redispatch", data=data, headers=HX)
     html = response.get_data(as_text=True)
     assert response.status_code == 200, html
+    assert response.mimetype == "text/html"  # an htmx partial, as every other action's
     assert html.lstrip().startswith('<section id="handoffs-')
     assert "Re-dispatched ship for tests.Shipment" in html
     assert "worker &lt;b&gt;died&lt;/b&gt;" in html and "by <b>alice</b>" in html
@@ -77,7 +78,7 @@ def test_redispatch_needs_csrf_and_post_and_is_refused_when_nothing_waits(
     assert "Re-dispatch</button>" not in page
     token = csrf_token(web)
     response = web.post(f"{BASE}/{flow.id}/redispatch", data={"csrf_token": token}, headers=HX)
-    assert response.status_code == 409
+    assert response.status_code == 409 and response.mimetype == "text/html"
     html = unescape(response.get_data(as_text=True))
     assert f"tests.Shipment #{flow.id}" in html and "'working' was entered by 'start'" in html
     assert count(admin) == 1
