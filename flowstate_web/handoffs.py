@@ -122,8 +122,22 @@ def unsent_counts(
 # -- operator action -------------------------------------------------------------------------
 
 
-def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> list[HandoffEntry]:
+class AlreadyRedispatched(FlowStateError):
+    """The flow was re-dispatched at or after ``unless_since`` (see :func:`redispatch`)."""
+
+
+def redispatch(
+    flow: Flow,
+    *,
+    actor: str | None,
+    reason: str | None = None,
+    unless_since: datetime | None = None,
+) -> list[HandoffEntry]:
     """Send the hand-off of the transition that entered ``flow``'s state again.
+
+    ``unless_since``: refuse (:class:`AlreadyRedispatched`) when the flow was already
+    re-dispatched at or after this moment, checked under the row lock -- what makes a bulk
+    re-dispatch submitted twice (a reload, a second tab) re-send nothing twice.
 
     The flow's state and history do not change; the new outbox rows (``kind``
     ``redispatch``, with ``actor`` and ``reason``) are the audit record, shown on the admin's
@@ -155,6 +169,21 @@ def redispatch(flow: Flow, *, actor: str | None, reason: str | None = None) -> l
         if flow.state in cls.final_states:
             raise FlowStateError(
                 f"{cls.type_name} #{flow.id}: nothing to re-dispatch, {flow.state!r} is final"
+            )
+        if (
+            unless_since is not None
+            and sess.execute(
+                select(outbox.c.id)
+                .where(
+                    outbox.c.flow_id == flow.id,
+                    outbox.c.kind == "redispatch",
+                    outbox.c.created_at >= unless_since,
+                )
+                .limit(1)
+            ).first()
+        ):
+            raise AlreadyRedispatched(
+                f"{cls.type_name} #{flow.id}: re-dispatched already by this bulk run"
             )
         entered = sess.execute(
             select(transitions.c.id, transitions.c.name).where(

@@ -91,6 +91,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
         dry = bulk.dry_run(session(), cls, f, bulk.choose(cls, request.args)) if total else None
         return render_template(
             "flowstate/bulk_confirm.html",
+            start_token=bulk.start_token(),
             cls=cls,
             graph=graph,
             f=f,

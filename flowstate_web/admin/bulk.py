@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from flask import current_app
@@ -48,6 +49,15 @@ class Progress:
     #: Retried (committed) flows whose after-commit callbacks then failed.
     warnings: dict[str, int] = field(default_factory=dict)
     done: bool = False
+    #: When the operator opened the confirm page (epoch seconds): the run's key. The
+    #: confirm form carries it in the first token, so the same run submitted again (a
+    #: reload, a second tab) is recognised; ``None`` for tokens made before it existed.
+    started: float | None = None
+
+    @property
+    def started_at(self) -> datetime | None:
+        """Return :attr:`started` as an aware UTC datetime."""
+        return None if self.started is None else datetime.fromtimestamp(self.started, UTC)
 
     @property
     def total(self) -> int:
@@ -74,8 +84,22 @@ def dump(progress: Progress, salt: str = "flowstate.bulk-retry") -> str:
         progress.skipped,
         progress.failed,
         progress.warnings,
+        progress.started,
     ]
     return str(_serializer(salt).dumps(data))
+
+
+def start_token(salt: str = "flowstate.bulk-retry") -> str:
+    """Return the first token of a new run, for the confirm form (see ``Progress.started``)."""
+    return dump(Progress(started=time.time()), salt)
+
+
+#: What each salt's tokens are for, to name it in an error.
+_WHAT: Final = {
+    "flowstate.bulk-retry": "bulk retry",
+    "flowstate.bulk-fail": "bulk fail",
+    "flowstate.bulk-redispatch": "bulk re-dispatch",
+}
 
 
 def load(token: str | None, salt: str = "flowstate.bulk-retry") -> Progress:
@@ -86,16 +110,20 @@ def load(token: str | None, salt: str = "flowstate.bulk-retry") -> Progress:
     if not token:
         return Progress()
     try:
-        last_id, retried, skipped, failed, warnings = _serializer(salt).loads(token)
-    except (BadSignature, ValueError, TypeError):
-        raise BadRequest("bulk retry: the progress token is invalid; start again") from None
-    return Progress(
-        last_id=int(last_id),
-        retried=int(retried),
-        skipped=dict(skipped),
-        failed=dict(failed),
-        warnings=dict(warnings),
-    )
+        data = _serializer(salt).loads(token)
+        last_id, retried, skipped, failed, warnings = data[:5]
+        started = data[5] if len(data) > 5 else None
+        return Progress(
+            last_id=int(last_id),
+            retried=int(retried),
+            skipped=dict(skipped),
+            failed=dict(failed),
+            warnings=dict(warnings),
+            started=None if started is None else float(started),
+        )
+    except (BadSignature, ValueError, TypeError, IndexError, KeyError):
+        what = _WHAT.get(salt, "bulk action")
+        raise BadRequest(f"{what}: the progress token is invalid; start again") from None
 
 
 def choose(cls: type[Flow], form: Mapping[str, str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .. import outbox, timeouts
 from ..errors import FlowNotFoundError, FlowStateError
+from ..handoffs import AlreadyRedispatched
 from .bulk import Progress
 from .bulk_fail import run_batches
 from .filters import ListFilter
@@ -74,12 +75,15 @@ def _redispatch_one(
 ) -> None:
     try:
         with session.begin_nested():
-            outbox.redispatch(flow, actor=actor, reason=reason)  # locks and re-reads the row
+            # Locks and re-reads the row; refuses a flow this same run re-dispatched already.
+            outbox.redispatch(flow, actor=actor, reason=reason, unless_since=progress.started_at)
             if not timeouts.is_stalled(flow):
                 raise _NotStalled
     except (_NotStalled, FlowStateError) as exc:
         if isinstance(exc, FlowNotFoundError):
             progress.note(progress.skipped, "deleted meanwhile")
+        elif isinstance(exc, AlreadyRedispatched):  # this run was submitted twice
+            progress.note(progress.skipped, "re-dispatched already by this bulk run")
         elif not timeouts.is_stalled(flow):
             progress.note(progress.skipped, "no longer stalled")
         elif flow.seq == 0:

@@ -112,6 +112,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             by_state = {s: m for s, m in by_state.items() if s in f.states}
         return render_template(
             "flowstate/bulk_fail_confirm.html",
+            start_token=bulk.start_token(bulk_fail.SALT),
             cls=cls,
             graph=cls.graph(),
             f=f,
@@ -168,6 +169,7 @@ def register(bp: Blueprint, settings: Settings) -> None:
             by_state = {s: m for s, m in by_state.items() if s in f.states}
         return render_template(
             "flowstate/bulk_redispatch_confirm.html",
+            start_token=bulk.start_token(bulk_redispatch.SALT),
             cls=cls,
             graph=cls.graph(),
             f=f,

@@ -215,3 +215,50 @@ def test_csrf_read_only_and_require_reason(
     confirm = strict_web.get(f"{TYPE}/bulk-redispatch").get_data(as_text=True)
     assert 'placeholder="required" required' in confirm
     assert redispatched(admin) == []
+
+
+def _tokens(html: str) -> list[str]:
+    return [part.split('"')[0] for part in html.split('name="progress" value="')[1:]]
+
+
+def test_the_same_run_submitted_twice_re_dispatches_nothing_twice(
+    make_admin: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """A reload of the first POST, or of a step mid-run, or a second tab: a no-op per flow."""
+    app = make_admin(FLOWSTATE_BULK_BATCH_SIZE=1, FLOWSTATE_BULK_REQUEST_SECONDS=0)
+    with app.app_context():
+        with_queue(app, tmp_path)
+        made = [stalled(app).id for _ in range(3)]
+        web = app.test_client()
+        confirm = web.get(f"{TYPE}/bulk-redispatch?stalled=1").get_data(as_text=True)
+        (start,) = _tokens(confirm)  # the run's key, from the confirm page
+        data = {"csrf_token": csrf_token(web), "stalled": "1", "reason": "worker died"}
+        first = web.post(f"{TYPE}/bulk-redispatch", data=data | {"progress": start}, headers=HX)
+        steps = [start, *_tokens(first.get_data(as_text=True))]
+        assert [r[0] for r in redispatched(app)] == made[:1]  # by id, one flow per request
+        # The browser resends the first POST (a reload): the same flow is not sent again.
+        again = web.post(f"{TYPE}/bulk-redispatch", data=data | {"progress": start}, headers=HX)
+        assert "re-dispatched already by this bulk run" in again.get_data(as_text=True)
+        assert [r[0] for r in redispatched(app)] == made[:1]
+        # The run goes on from the last step; a step replayed mid-run sends nothing twice.
+        html = web.post(
+            f"{TYPE}/bulk-redispatch", data=data | {"progress": steps[-1]}, headers=HX
+        ).get_data(as_text=True)
+        web.post(f"{TYPE}/bulk-redispatch", data=data | {"progress": steps[-1]}, headers=HX)
+        while "Done" not in html:
+            html = web.post(
+                f"{TYPE}/bulk-redispatch", data=data | {"progress": _tokens(html)[0]}, headers=HX
+            ).get_data(as_text=True)
+        assert sorted(r[0] for r in redispatched(app)) == sorted(made)  # each exactly once
+        # A new run (a new confirm page) re-dispatches them again, as asked.
+        (fresh,) = _tokens(web.get(f"{TYPE}/bulk-redispatch?stalled=1").get_data(as_text=True))
+        web.post(f"{TYPE}/bulk-redispatch", data=data | {"progress": fresh}, headers=HX)
+        assert len(redispatched(app)) == 4
+
+
+def test_a_bad_token_names_the_action(admin: Flask, web: FlaskClient, tmp_path: Path) -> None:
+    with_queue(admin, tmp_path)
+    data = {"csrf_token": csrf_token(web), "stalled": "1", "progress": "tampered"}
+    response = web.post(f"{TYPE}/bulk-redispatch", data=data)
+    assert response.status_code == 400
+    assert "bulk re-dispatch: the progress token is invalid" in response.get_data(as_text=True)

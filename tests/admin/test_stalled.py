@@ -358,3 +358,27 @@ def test_stalled_list_pages_by_keyset_across_states(make_admin: Callable[..., Fl
         middle = web.get(newer.group(1).replace("&amp;", "&"), headers=HX).get_data(as_text=True)
         assert [int(m) for m in re.findall(r'<tr id="flow-(\d+)"', middle)] == seen[4:8]
         assert '<b class="fs-match-count">10</b> match the filter' in middle
+
+
+def test_bulk_fail_submitted_twice_fails_each_flow_once(
+    make_admin: Callable[..., Flask],
+) -> None:
+    """A reload of the first POST (same run key from the confirm page) changes nothing more."""
+    app = make_admin(FLOWSTATE_BULK_BATCH_SIZE=10, FLOWSTATE_BULK_REQUEST_SECONDS=0)
+    with app.app_context():
+        made = [stalled_fetch(app, f"s{i}").id for i in range(3)]
+        web = app.test_client()
+        confirm = web.get(f"{TYPE}/bulk-fail?stalled=1").get_data(as_text=True)
+        start = confirm.split('name="progress" value="')[1].split('"')[0]
+        data = {
+            "csrf_token": csrf_token(web),
+            "stalled": "1",
+            "via:fetching": "fail_fetch",
+            "progress": start,
+        }
+        first = web.post(f"{TYPE}/bulk-fail", data=data, headers=HX).get_data(as_text=True)
+        assert "Done" in first and '<b class="fs-retried">3</b>' in first
+        again = web.post(f"{TYPE}/bulk-fail", data=data, headers=HX).get_data(as_text=True)
+        assert '<b class="fs-retried">0</b>' in again  # nothing failed twice
+        for flow_id in made:
+            assert [h.name for h in TimedFlow.get(flow_id).history()].count("fail_fetch") == 1
