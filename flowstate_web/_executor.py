@@ -182,14 +182,14 @@ def execute(
     """
     sess = resolve_session(flow._session)
     cls = type(flow)
-    if info is not _NO_INFO:
-        _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
     error = info.error
     if error is IMPLICIT:
         error = implicit_error() if t.target in cls.error_states else None
     read: list[Mapping[str, Any]] = []
 
     def work() -> HistoryEntry:
+        if info is not _NO_INFO:  # refused inside: a lock taken by get(lock=True) is let go
+            _check_info(info, f"{cls.type_name} #{flow.id}: {t.name!r}")
         db = _fastpath.on(sess)
         if not _still_held(sess, flow):  # else read by get(lock=True) in this transaction
             row = db.lock(flow.id)  # locked until the transaction ends, and fresh
@@ -351,7 +351,24 @@ def _insert_history(
     try:
         return db.insert_transition(values)
     except IntegrityError as exc:
+        if not _seq_taken(exc):
+            raise
         raise _concurrent(flow, name, sources, values) from exc
+
+
+#: How each database names a second history row for the same step of a flow.
+_SEQ_TAKEN: Final = (
+    "uq_flowstate_transitions_flow_id_seq",  # PostgreSQL: the unique constraint's name
+    "Key (flow_id, seq)=",  # PostgreSQL's detail, whatever the constraint is called
+    "flowstate_transitions.flow_id, flowstate_transitions.seq",  # SQLite: its columns
+)
+
+
+def _seq_taken(exc: IntegrityError) -> bool:
+    """Return whether ``exc`` is the unique ``(flow_id, seq)`` of the history (and not, say,
+    a foreign key: that is no concurrent transition and is raised as it is)."""
+    text = str(exc.orig)
+    return any(name in text for name in _SEQ_TAKEN)
 
 
 def _concurrent(
@@ -446,6 +463,8 @@ def _write(
     try:
         tid = db.write(history, {**values, "flow_id": flow.id}, artefact)
     except IntegrityError as exc:
+        if not _seq_taken(exc):
+            raise
         raise _concurrent(flow, t.name, t.sources, history) from exc
     _outbox.write(sess, flow, t, tid, ts, handoffs)  # hand-offs, in this transaction
     if cls.destroy_on_complete and target in cls.final_states:

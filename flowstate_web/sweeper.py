@@ -50,10 +50,19 @@ class SweepFailure:
     error: str
 
     def __str__(self) -> str:
+        """One line, control characters escaped (a NUL or a newline in an exception's text
+        must not split a line, or make ``grep`` call the output binary)."""
         return (
             f"{self.flow_type} #{self.flow_id} in state {self.state!r}:"
-            f" {self.transition} raised {self.error}"
+            f" {self.transition} raised {_one_line(self.error)}"
         )
+
+
+def _one_line(text: str) -> str:
+    """Return ``text`` with every unprintable character escaped as in a Python literal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(slots=True)

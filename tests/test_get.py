@@ -161,3 +161,39 @@ def test_admin_is_not_imported_when_disabled(tmp_path: Any) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.splitlines()
     assert out == ["[]", "True True"]
+
+
+def test_a_refused_transition_lets_go_of_the_lock_get_took(engine: Engine) -> None:
+    """A reason the engine cannot store is refused inside the transaction, which rolls back:
+    the lock ``get(lock=True)`` took is released at once (on SQLite, the database's)."""
+    from flowstate_web.errors import PayloadValidationError
+
+    with Session(engine) as s, Session(engine) as other:
+        flow_id = Order.create(customer="a", amount=1, session=s).id
+        flow = Order.get(flow_id, session=s, lock=True)
+        with pytest.raises(PayloadValidationError, match="reason"):
+            flow.run("pay", {"n": 1}, reason="x" * 5000)
+        assert s.get_transaction() is None  # rolled back: nothing holds the lock
+        Order.get(flow_id, session=other).pay({"n": 2})  # would wait, then fail, if held
+        assert Order.get(flow_id, session=s).state == "paid"
+
+
+@pytest.mark.postgres
+def test_an_integrity_error_other_than_the_seq_is_not_called_concurrent(fresh_pg_url: str) -> None:
+    """Only the history's unique (flow_id, seq) means "another transition got there first"."""
+    from sqlalchemy.exc import IntegrityError
+
+    from flowstate_web.errors import ConcurrentTransitionError
+
+    engine = create_engine(fresh_pg_url)
+    metadata.create_all(engine)
+    with Session(engine) as s:
+        flow_id = Order.create(customer="a", amount=1, session=s).id
+        with s.begin():
+            flow = Order.get(flow_id, session=s, lock=True)
+            s.execute(text("DELETE FROM flowstate_flows WHERE id = :i"), {"i": flow_id})
+            with pytest.raises(IntegrityError) as info:
+                flow.pay({"n": 1})  # the history row's foreign key: the flow is gone
+            assert not isinstance(info.value, ConcurrentTransitionError)
+            assert "flowstate_flows" in str(info.value.orig)
+    engine.dispose()

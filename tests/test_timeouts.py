@@ -447,3 +447,15 @@ def test_sweep_cli_exits_1_naming_the_flows_whose_timeout_raised(
     ]
     assert ExplodingTimeoutFlow.get(fine.id).state == "timed_out"
     assert [ExplodingTimeoutFlow.get(b.id).state for b in booms] == ["waiting"] * 3
+
+
+def test_a_sweep_failure_is_one_printable_line() -> None:
+    from flowstate_web.sweeper import SweepFailure
+
+    failure = SweepFailure(
+        "t.Flow", 7, "waiting", "time_out", "RuntimeError: a\nb\x00c\udcff\x1b[31m"
+    )
+    line = str(failure)
+    assert line.isprintable() and "\n" not in line and "\x00" not in line
+    assert line.endswith("raised RuntimeError: a\\nb\\x00c\\udcff\\x1b[31m")
+    assert failure.error == "RuntimeError: a\nb\x00c\udcff\x1b[31m"  # kept as raised
