@@ -133,3 +133,26 @@ def test_hostile_names_stay_escaped() -> None:
     assert "<script>" not in out and "<b>" not in out
     g = {g.get("id"): g for g in root.iter(f"{SVG}g")}[edge_dom_id("pay", "new")]
     assert next(g.iter(f"{SVG}a")).get(f"{XLINK}href") == '/x?a=1&b="<script>'
+
+
+def test_dashed_retry_edges_are_painted_first_under_every_label() -> None:
+    """SVG paints in document order: a long retry curve written after another edge would be
+    painted over that edge's label (it took the "k" off "x1.2k" in the demo)."""
+    svg = render_svg(build_dot(Order.graph())).svg
+    assert svg is not None
+
+    def order(doc: str) -> list[bool]:
+        """Per edge group in document order: whether it is dashed."""
+        root = ET.fromstring(doc)
+        return [
+            any(p.get("stroke-dasharray") for p in g.iter(f"{SVG}path"))
+            for g in root.iter(f"{SVG}g")
+            if "edge" in g.get("class", "").split()
+        ]
+
+    before = order(svg)
+    assert True in before and False in before  # Order's retry edge is dashed
+    assert before != sorted(before, reverse=True)  # and dot writes it after a solid one
+    after = order(overlay_heat(svg, [EdgeHeat("pay", "new", "paid", 1200)], [], "24 h"))
+    assert sorted(after) == sorted(before)  # the same edges, none lost
+    assert after == sorted(after, reverse=True)  # every dashed edge before every solid one

@@ -222,6 +222,7 @@ def overlay_heat(
         else:
             g.set("tabindex", "0")
             g.set("role", "img")
+    doc.dashed_edges_first()  # thick lines must not cross other edges' labels
     return doc.serialize()
 
 

@@ -39,6 +39,26 @@ class _Svg:
             el.set("class", " ".join(have + [c for c in classes if c not in have]))
         return el
 
+    def dashed_edges_first(self) -> None:
+        """Draw dashed edges (retries, usually long curves back up the graph) first.
+
+        SVG paints in document order, and dot writes each edge's label inside the edge's
+        group: an edge written later is painted over an earlier edge's label where it
+        crosses it (a thick heat-map line took the "k" off "x1.2k"). Drawn first, the long
+        retry curves pass under every other label, whose halo then keeps it legible.
+        """
+        for parent in self.root.iter("g"):
+            children = list(parent)
+            edges = [c for c in children if c.tag == "g" and "edge" in c.get("class", "").split()]
+            dashed = [g for g in edges if any(p.get("stroke-dasharray") for p in g.iter("path"))]
+            if not dashed or len(dashed) == len(edges):
+                continue
+            first = children.index(edges[0])
+            for g in dashed:
+                parent.remove(g)
+            for offset, g in enumerate(dashed):
+                parent.insert(first + offset, g)
+
     def drop_reserved_room(self) -> None:
         """Remove the figure spaces dot kept after transition names (TIMES_PLACEHOLDER).
 
