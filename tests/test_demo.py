@@ -7,8 +7,10 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,22 @@ from sqlalchemy import func, select
 
 from flowstate_web import Flow
 from flowstate_web.app import create_app, db
+from flowstate_web.demo import tasks as demo_tasks
 from flowstate_web.demo.orders_flow import OrderFulfilmentFlow
 from flowstate_web.demo.runner import DemoRunner
 from flowstate_web.demo.seed import DEMO_FLOWS, new_props, paths, seed, start_new, transient_states
 from flowstate_web.demo.simulated_api import ApiError, PaymentDeclined, SimulatedApi
 from flowstate_web.demo.sync_flow import SyncThirdPartyApiFlow
-from flowstate_web.demo.tasks import AUTO_RETRY_ACTOR, DemoQueue, decline_response, install
+from flowstate_web.demo.tasks import (
+    AUTO_RETRY_ACTOR,
+    JOBS,
+    DemoQueue,
+    decline_response,
+    install,
+)
 from flowstate_web.models import flows, outbox
+from flowstate_web.queues import JobRegistry
+from flowstate_web.timeouts import fail_stalled
 
 DEADLINE = 30.0
 
@@ -398,3 +409,141 @@ def test_the_demo_logs_simulated_failures_in_one_line_with_their_class() -> None
         "Unhandled exception in task t1. PaymentDeclined: declined ORD-1 (attempt 1):"
         " do_not_honour (recorded on the flow)"
     )
+
+
+# -- duplicate deliveries: the claim comes before the call ----------------------------------
+
+
+class GatedApi:
+    """The simulated API, counting calls to ``method``; the first such call waits for a go."""
+
+    def __init__(self, method: str) -> None:
+        self.api = SimulatedApi(failure_rate=0.0, latency=0.0, backorder_rate=0.0)
+        self.method = method
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.api, name)
+        if name != self.method:
+            return real
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls += 1
+                first = self.calls == 1
+            if first:
+                self.entered.set()
+                assert self.release.wait(DEADLINE), "the test never released the first call"
+            return real(*args, **kwargs)
+
+        return gated
+
+
+@pytest.fixture
+def db_demo_app(empty_db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    """The demo app (no queue consumer) on an empty SQLite file or PostgreSQL database."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "FLOWSTATE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "FLOWSTATE_DATABASE_URL": empty_db_url,
+            "FLOWSTATE_PUBLIC": True,
+            "FLOWSTATE_DEMO": True,
+            "FLOWSTATE_DEMO_QUEUE_PATH": str(tmp_path / "queue.db"),
+        }
+    )
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def deliver_twice(app: Flask, job: str, flow_id: int, api: GatedApi) -> None:
+    """Deliver hand-off ``job`` twice, the second while the first is inside the API call.
+
+    Each delivery runs as a queue task does (:meth:`JobRegistry.run`), with the same
+    dispatch id, so this is one hand-off delivered twice by an at-least-once queue.
+    """
+    registry = JobRegistry()
+    registry.add(JOBS[job], name=job)
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            registry.run(app, job, flow_id, "dispatch-1", {})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert api.entered.wait(DEADLINE), "the first delivery never called the API"
+        registry.run(app, job, flow_id, "dispatch-1", {})  # the duplicate, meanwhile
+    finally:
+        api.release.set()
+        worker.join(DEADLINE)
+    assert not worker.is_alive()
+    assert errors == []
+
+
+def test_a_duplicate_payment_hand_off_authorises_once(
+    db_demo_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = GatedApi("authorise_payment")
+    monkeypatch.setattr(demo_tasks, "_api", lambda: api)
+    with db_demo_app.app_context():
+        order = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, random.Random(11)))
+    with caplog.at_level(logging.INFO, logger="flowstate_web"):
+        deliver_twice(db_demo_app, "authorise_payment", order.id, api)
+    assert api.calls == 1
+    assert "nothing to do for hand-off dispatch-1 (expected state 'pending')" in caplog.text
+    with db_demo_app.app_context():
+        done = OrderFulfilmentFlow.get(order.id)
+        assert done.state == "payment_authorised"
+        assert [h.name for h in done.history()] == ["start_payment", "authorise_payment"]
+        [receipt] = done.payment_receipt.versions()
+        assert receipt.payload["status"] == "authorised"
+
+
+def test_a_duplicate_label_hand_off_buys_one_label(
+    db_demo_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = GatedApi("create_shipping_label")
+    monkeypatch.setattr(demo_tasks, "_api", lambda: api)
+    with db_demo_app.app_context():
+        order = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, random.Random(12)))
+        order.start_payment()
+        order.authorise_payment({"status": "authorised"})
+        order.start_picking()
+    deliver_twice(db_demo_app, "ship_order", order.id, api)
+    assert api.calls == 1
+    with db_demo_app.app_context():
+        done = OrderFulfilmentFlow.get(order.id)
+        assert done.state == "shipped"
+        assert [h.name for h in done.history()][-2:] == ["start_label", "ship"]
+        assert len(done.shipping_label.versions()) == 1
+
+
+def test_a_payment_or_label_call_that_never_returns_is_failed_by_the_timeout(
+    demo_app: Flask,
+) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=3)
+    with demo_app.app_context():
+        order = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, random.Random(13)))
+        order.start_payment()
+        fail_stalled(order, now=later)
+        assert order.state == "payment_declined"
+        receipt = order.payment_receipt.latest()
+        assert receipt is not None
+        assert (receipt["status"], receipt["attempt"]) == ("no_answer", 1)
+        order.retry_payment()
+        order.start_payment()
+        order.authorise_payment({"status": "authorised"})
+        order.start_picking()
+        order.start_label()
+        fail_stalled(order, now=later)
+        assert order.state == "label_failed"
+        assert order.last_error_type == "flowstate_web.timeouts.FlowTimedOutError"

@@ -134,10 +134,11 @@ def retried_order(rng: random.Random, api: SimulatedApi, end: str) -> OrderFulfi
     failing = SimulatedApi(failure_rate=1.0, latency=0.0, rng=api.rng)
     flow = OrderFulfilmentFlow.create(**new_props(OrderFulfilmentFlow, rng))
     for _ in range(rng.choice((1, 1, 2))):
+        flow.run("start_payment")
         fail(flow, "decline_payment", failing)
         actor, reason = rng.choice(_RETRIERS)
         flow.run("retry_payment", actor=actor, reason=reason)
-    # The path starts with authorise_payment: the receipt's last version.
+    # The path starts with start_payment, authorise_payment: the receipt's last version.
     drive(flow, paths(OrderFulfilmentFlow.graph())[end], api)
     return flow
 

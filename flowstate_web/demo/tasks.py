@@ -26,7 +26,7 @@ from flowstate_web.flow import Flow
 from flowstate_web.queues import JobRegistry
 from flowstate_web.queues.huey import HueyQueue
 
-from .orders_flow import OrderFulfilmentFlow, payment_attempt
+from .orders_flow import OrderFulfilmentFlow, no_answer, payment_attempt
 from .simulated_api import PaymentDeclined, SimulatedApi
 from .sync_flow import SyncThirdPartyApiFlow
 
@@ -108,9 +108,10 @@ def complete_flow(flow_id: int, *, dispatch_id: str) -> None:
 
 def authorise_payment(flow_id: int, *, dispatch_id: str) -> None:
     """Ask the payment provider to authorise the order's amount; keep its answer either way."""
-    flow = OrderFulfilmentFlow.get(flow_id)  # no lock: the API call comes before any transition
+    flow = OrderFulfilmentFlow.get(flow_id, lock=True)
     if not _at(flow, "pending", dispatch_id):
         return
+    flow.start_payment()  # the claim: commits, so no lock is held over the call
     attempt = payment_attempt(flow)
     try:
         receipt = _api().authorise_payment(flow.order_ref, flow.amount_cents, attempt=attempt)
@@ -125,13 +126,7 @@ def decline_response(flow: OrderFulfilmentFlow, attempt: int, exc: Exception) ->
     """Return what to keep of a failed authorisation: the provider's decline, if it sent one."""
     if isinstance(exc, PaymentDeclined):
         return exc.response
-    return {
-        "order_ref": flow.order_ref,
-        "status": "no_answer",
-        "attempt": attempt,
-        "amount_cents": flow.amount_cents,
-        "error": f"{type(exc).__name__}: {exc}"[:200],
-    }
+    return no_answer(flow, attempt, f"{type(exc).__name__}: {exc}")
 
 
 def pick_order(flow_id: int, *, dispatch_id: str) -> None:
@@ -155,12 +150,14 @@ def restock_order(flow_id: int, *, dispatch_id: str) -> None:
 
 def ship_order(flow_id: int, *, dispatch_id: str) -> None:
     """Buy a shipping label and ship."""
-    flow = OrderFulfilmentFlow.get(flow_id)  # no lock: the label is bought before shipping
+    flow = OrderFulfilmentFlow.get(flow_id, lock=True)
     if _at(flow, "picking", dispatch_id):
         _ship(flow)
 
 
 def _ship(flow: OrderFulfilmentFlow) -> None:
+    """Claim the label (``picking`` -> ``buying_label``), buy it from the carrier, ship."""
+    flow.start_label()  # the claim: commits, so no lock is held over the call
     try:
         label = _api().create_shipping_label(flow.order_ref, flow.sku, flow.quantity)
     except Exception:

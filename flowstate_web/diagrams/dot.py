@@ -25,6 +25,9 @@ _FONT: Final = "Helvetica,Arial,sans-serif"
 #: Figure spaces: an invisible second line in every state's label, reserving room that
 #: :func:`~flowstate_web.diagrams.overlay.overlay_counts` fills in without re-running dot.
 COUNT_PLACEHOLDER: Final = "\u2007" * 14
+#: The same for an error state, whose line also gets the errored count ("N · N errored"), so
+#: a narrow error node at the graph's edge does not push that line out of the picture.
+ERROR_COUNT_PLACEHOLDER: Final = "\u2007" * 22
 #: Figure spaces after every transition name, reserving room for the times sign and count that
 #: :func:`~flowstate_web.diagrams.overlay.overlay_instance` writes there, so a repeated
 #: transition's label is never drawn over its neighbour's.
@@ -197,7 +200,8 @@ def build_digraph(
         if state_url is not None:
             attrs.update({"URL": _url(state_url(spec.name)), "target": "_top",
                           "tooltip": label(spec.name)})  # fmt: skip
-        lines = (spec.name, COUNT_PLACEHOLDER) if reserve_count_line else (spec.name,)
+        reserved = ERROR_COUNT_PLACEHOLDER if spec.error else COUNT_PLACEHOLDER
+        lines = (spec.name, reserved) if reserve_count_line else (spec.name,)
         g.node(graphviz.nohtml(ids[spec.name]), label=label(*lines), **attrs)
     # Edges are written with the package's quoting rather than Digraph.edge(), which would
     # read a ``:`` in a state name as a port separator.

@@ -46,7 +46,7 @@ def test_seeded_orders_declined_then_retried_show_the_receipt_diff(
         assert statuses == ["declined"] * (len(versions) - 1) + ["authorised"]
         assert [v.payload["attempt"] for v in versions] == list(range(1, len(versions) + 1))
         names = [h.name for h in flow.history()]
-        assert names[:2] == ["decline_payment", "retry_payment"]
+        assert names[:3] == ["start_payment", "decline_payment", "retry_payment"]
         assert "authorise_payment" in names
         last = versions[-1]
 

@@ -248,6 +248,7 @@ def seed_flows(completed: int = 3, fetch_failed: int = 2, save_failed: int = 1) 
         order = OrderFulfilmentFlow.create(
             order_ref=f"ORD-{1000 + i}", sku="MUG-BLUE", quantity=1 + i % 3, amount_cents=1299
         )
+        order.start_payment()
         if i == 5:
             try:
                 raise ValueError("card declined: insufficient funds")
@@ -256,14 +257,16 @@ def seed_flows(completed: int = 3, fetch_failed: int = 2, save_failed: int = 1) 
             continue
         order.authorise_payment({"provider": "test", "auth": f"A{i}"})
         order.start_picking()
+        if i == 1:
+            order.mark_backordered()  # after commit: enqueues the restock job
+            continue
+        order.start_label()
         if i == 0:
             try:
                 raise ConnectionError("carrier API refused the label: address incomplete")
             except ConnectionError:
                 order.fail_label()
             out.label_failed.append(order.id)
-        elif i == 1:
-            order.mark_backordered()  # after commit: enqueues the restock job
         else:
             order.ship({"carrier": "test", "tracking": f"T{i}"})
             if i < 4:

@@ -145,7 +145,7 @@ def test_seeded_demo_order_shows_its_receipt_diff(
     diff = page.locator(f"#artefact-diff-{versions[-1]}")
     summary = diff.locator("summary")
     expect(summary).to_contain_text(
-        f"changes in payment_receipt v{n} since v{n - 1} (step {2 * n - 3}, decline_payment)"
+        f"changes in payment_receipt v{n} since v{n - 1} (step {3 * n - 4}, decline_payment)"
     )
     expect(summary).to_contain_text("+2 added")  # the authorisation, 3-D Secure
     expect(summary).to_contain_text("\u22122 removed")  # the decline code and its message
