@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from flask import Blueprint, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -100,8 +100,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
             message = f"Not failed: {name} raised {type(exc).__name__}: {exc}"
         return widget_response(post, settings, widget, message=message, level=level, status=status)
 
-    @bp.get("/types/<type_name>/bulk-fail")
-    def bulk_fail_confirm(type_name: str) -> ResponseReturnValue:
+    def stalled_confirm(type_name: str, template: str, salt: str, **per_state: Any) -> str:
+        """Render a bulk action's confirm page over the stalled flows matching the filter.
+
+        ``per_state``: ``{name: f(cls, state)}``, each rendered as ``{name: {state: value}}``.
+        """
         cls = flow_type_or_404(type_name)
         if settings.read_only:
             raise Forbidden("The flows admin is read-only (FLOWSTATE_READ_ONLY).")
@@ -111,19 +114,29 @@ def register(bp: Blueprint, settings: Settings) -> None:
         if f.states:
             by_state = {s: m for s, m in by_state.items() if s in f.states}
         return render_template(
-            "flowstate/bulk_fail_confirm.html",
-            start_token=bulk.start_token(bulk_fail.SALT),
+            template,
+            start_token=bulk.start_token(salt),
             cls=cls,
             graph=cls.graph(),
             f=f,
             by_state=by_state,
-            options={s: timeouts.fail_transitions(cls, s) for s in by_state},
+            **{name: {s: fn(cls, s) for s in by_state} for name, fn in per_state.items()},
+            initial=cls.graph().initial,
             total=sum(m.n for m in by_state.values()),
             capped=any(m.capped for m in by_state.values()),
             # Search and dates narrow the list further than the per-state counts show.
             matching=None
             if queries.counted_by_state(dataclasses.replace(f, stalled=None))
             else queries.matching(session(), type_name, f, counts, errored),
+        )
+
+    @bp.get("/types/<type_name>/bulk-fail")
+    def bulk_fail_confirm(type_name: str) -> ResponseReturnValue:
+        return stalled_confirm(
+            type_name,
+            "flowstate/bulk_fail_confirm.html",
+            bulk_fail.SALT,
+            options=timeouts.fail_transitions,
         )
 
     @bp.post("/types/<type_name>/bulk-fail")
@@ -159,28 +172,11 @@ def register(bp: Blueprint, settings: Settings) -> None:
 
     @bp.get("/types/<type_name>/bulk-redispatch")
     def bulk_redispatch_confirm(type_name: str) -> ResponseReturnValue:
-        cls = flow_type_or_404(type_name)
-        if settings.read_only:
-            raise Forbidden("The flows admin is read-only (FLOWSTATE_READ_ONLY).")
-        f = filters.parse(request.args, cls).for_bulk_fail()
-        counts, errored = _type_counts(type_name)
-        by_state = queries.stalled_by_state(session(), type_name, counts, errored)
-        if f.states:
-            by_state = {s: m for s, m in by_state.items() if s in f.states}
-        return render_template(
+        return stalled_confirm(
+            type_name,
             "flowstate/bulk_redispatch_confirm.html",
-            start_token=bulk.start_token(bulk_redispatch.SALT),
-            cls=cls,
-            graph=cls.graph(),
-            f=f,
-            by_state=by_state,
-            jobs={s: bulk_redispatch.handoffs(cls, s) for s in by_state},
-            initial=cls.graph().initial,
-            total=sum(m.n for m in by_state.values()),
-            capped=any(m.capped for m in by_state.values()),
-            matching=None
-            if queries.counted_by_state(dataclasses.replace(f, stalled=None))
-            else queries.matching(session(), type_name, f, counts, errored),
+            bulk_redispatch.SALT,
+            jobs=bulk_redispatch.handoffs,
         )
 
     @bp.post("/types/<type_name>/bulk-redispatch")
